@@ -1,0 +1,158 @@
+"""The lake's canonical schema: one place that says what a trial row and a baseline row hold.
+
+Layout of a lake (a local folder or any `pyarrow.fs` URI such as ``s3://bucket/lake``)::
+
+    LAKE/trials/model=sd15/method=deepcache+tgate/part-<uuid>.parquet
+    LAKE/baselines/model=sd15/part-<uuid>.parquet
+
+`model` and `method` are hive partition keys; they are stored as strings and are not
+repeated inside the files. Pure pyarrow, so codegen and the analysts can use it without
+torch or Ray.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+TRIALS_DIR = "trials"
+BASELINES_DIR = "baselines"
+TRIAL_PARTITIONS = ("model", "method")
+BASELINE_PARTITIONS = ("model",)
+
+# Trial status values.
+OK = "ok"            # measured to the end
+STOPPED = "stopped"  # started, then ended early: quality loss clearly over every budget
+PRUNED = "pruned"    # never run: dominated by a point already over every budget
+FAILED = "failed"    # raised (OOM, library error); `error` says why
+STATUSES = (OK, STOPPED, PRUNED, FAILED)
+
+# Measurement phases: a cheap screen for every point, then a confirmation with more
+# pairs for the points that decide a bound. `final` marks the row to believe.
+SCREEN = "screen"
+CONFIRM = "confirm"
+
+# Quality metrics a budget may be stated in; `quality_loss_<metric>` columns hold them.
+# ssim: 1 - SSIM. clip: relative CLIP-score drop (base - accel) / base. psnr is stored
+# as a raw value only (dB), since it has no natural "loss".
+BUDGET_METRICS = ("ssim", "clip")
+
+_CONFIG = [
+    ("model", pa.string()),            # family: sd15, sd21, sdxl, pixart_alpha, pixart_sigma
+    ("preset", pa.string()),           # hub, arch, tiny
+    ("model_path", pa.string()),       # hub id or local path (hub preset), else null
+    ("scheduler", pa.string()),
+    ("steps", pa.int32()),
+    ("resolution", pa.int32()),
+    ("batch", pa.int32()),
+    ("dtype", pa.string()),            # float16, float32, bfloat16
+    ("guidance_scale", pa.float64()),
+]
+
+_DEVICE = [
+    ("device", pa.string()),           # e.g. "NVIDIA H100 80GB HBM3", or "cpu"
+    ("device_kind", pa.string()),      # normalised: H100, H200, A100, cpu, ...
+    ("host_cpu", pa.string()),
+    ("hostname", pa.string()),
+    ("versions_json", pa.string()),    # {"torch": ..., "diffusers": ..., ...}
+    ("torch_version", pa.string()),
+    ("diffusers_version", pa.string()),
+]
+
+_LATENCY = [
+    ("baseline_latency_s", pa.float64()),         # median over pairs
+    ("baseline_latency_spread_s", pa.float64()),  # IQR over pairs
+    ("accel_latency_s", pa.float64()),
+    ("accel_latency_spread_s", pa.float64()),
+    ("speedup", pa.float64()),                    # median of per-pair ratios base/accel
+    ("speedup_ci_low", pa.float64()),             # 95% CI of the speedup
+    ("speedup_ci_high", pa.float64()),
+    ("speedup_ci_halfwidth", pa.float64()),       # relative: (high - low) / 2 / speedup
+    ("n_pairs", pa.int32()),
+    ("pairs_stop", pa.string()),                  # "target" (CI met) or "cap" (max pairs)
+    ("compute_ratio", pa.float64()),              # FLOPs accel / FLOPs baseline
+    ("baseline_peak_mem_bytes", pa.int64()),
+    ("accel_peak_mem_bytes", pa.int64()),
+]
+
+_QUALITY = [
+    ("ssim", pa.float64()),
+    ("psnr", pa.float64()),
+    ("clip_score", pa.float64()),
+    ("clip_score_base", pa.float64()),
+    ("quality_loss_ssim", pa.float64()),
+    ("quality_loss_clip", pa.float64()),
+    ("n_prompts", pa.int32()),
+    ("clip_model", pa.string()),
+]
+
+_PARAMS = [
+    ("cache_interval", pa.int32()),
+    ("cache_branch_id", pa.int32()),
+    ("gate_step", pa.int32()),
+    ("sp_interval", pa.int32()),
+    ("fi_interval", pa.int32()),
+    ("warm_up", pa.int32()),
+    ("ratio", pa.float64()),
+    ("max_downsample", pa.int32()),
+    ("params_json", pa.string()),
+]
+
+def _dedupe(cols):
+    seen, out = set(), []
+    for name, typ in cols:
+        if name not in seen:
+            seen.add(name)
+            out.append(pa.field(name, typ))
+    return pa.schema(out)
+
+
+TRIAL_SCHEMA = _dedupe([
+    ("schema_version", pa.int32()),
+    ("trial_key", pa.string()),
+    ("baseline_key", pa.string()),
+    ("tag", pa.string()),
+    ("sweep_id", pa.string()),
+    *_CONFIG,
+    ("method", pa.string()),
+    *_PARAMS,
+    ("status", pa.string()),
+    ("phase", pa.string()),
+    ("final", pa.bool_()),
+    ("error", pa.string()),
+    ("stop_reason", pa.string()),
+    *_LATENCY,
+    *_QUALITY,
+    *_DEVICE,
+    ("gpu_seconds", pa.float64()),
+    ("started_at", pa.timestamp("us", tz="UTC")),
+    ("finished_at", pa.timestamp("us", tz="UTC")),
+])
+
+BASELINE_SCHEMA = _dedupe([
+    ("schema_version", pa.int32()),
+    ("baseline_key", pa.string()),  # hash of config, device kind, versions
+    ("sweep_id", pa.string()),
+    *_CONFIG,
+    ("latency_s", pa.float64()),         # median of the baseline runs
+    ("latency_spread_s", pa.float64()),  # IQR
+    ("n_runs", pa.int32()),
+    ("peak_mem_bytes", pa.int64()),
+    ("flops", pa.float64()),
+    ("clip_score", pa.float64()),
+    ("n_prompts", pa.int32()),
+    *_DEVICE,
+    ("created_at", pa.timestamp("us", tz="UTC")),
+])
+
+# Columns that are hive partitions: present in the logical schema, absent in files.
+PARAM_COLUMNS = tuple(name for name, _ in _PARAMS if name != "params_json")
+CONFIG_COLUMNS = ("model", "preset", "scheduler", "steps", "resolution", "batch")
+# What identifies a config for bounds and Pareto fronts (per device kind).
+BOUND_GROUP = ("device_kind", "model", "scheduler", "steps", "resolution", "method")
+
+
+def file_schema(schema: pa.Schema, partitions: tuple[str, ...]) -> pa.Schema:
+    """The schema of one Parquet file: the logical schema less the partition keys."""
+    return pa.schema([f for f in schema if f.name not in partitions])
