@@ -1,0 +1,105 @@
+"""Which measured point answers a request for "at least S× faster within budget B".
+
+The original study took the first point it found that met the speedup, so a request
+for 8× could return 8.9× as readily as 8.0×. Here the choice is an explicit policy:
+
+``closest`` (default)
+    the smallest speedup that meets the request; ties go to the lower loss. The
+    reference solution is then as close as the lake allows to what the task asks.
+``min-loss``
+    among the points that meet the request, the lowest quality loss; ties go to the
+    higher speedup.
+``max-speedup``
+    the highest speedup within budget (it must still meet the request); ties go to
+    the lower loss.
+
+Remaining ties go to the smaller trial key, so the choice never depends on row order.
+A request that no point meets is infeasible, and the best reachable speedup is
+reported with it; it is never silently downgraded to a point that falls short.
+
+Points that fail validation (a parameter out of range for the config, say) are never
+chosen: each one passed over is reported with its reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+POLICIES = ("closest", "min-loss", "max-speedup")
+DEFAULT_POLICY = "closest"
+
+
+class Point(NamedTuple):
+    """A measured point within budget: the fields a policy looks at, and a handle."""
+
+    speedup: float
+    loss: float
+    trial_key: str
+    ref: int  # index of the row the point came from
+
+
+@dataclass
+class Choice:
+    point: Point | None
+    # Highest speedup among valid points within budget (None: no valid point at all).
+    best_speedup: float | None
+    # (point, reason) for every invalid point the policy looked at and passed over.
+    passed_over: list[tuple[Point, str]] = field(default_factory=list)
+
+    @property
+    def feasible(self) -> bool:
+        return self.point is not None
+
+
+def check_policy(policy: str) -> str:
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}: use one of {', '.join(POLICIES)}")
+    return policy
+
+
+def _order(policy: str) -> Callable[[Point], tuple]:
+    if policy == "closest":
+        return lambda p: (p.speedup, p.loss, p.trial_key)
+    if policy == "min-loss":
+        return lambda p: (p.loss, -p.speedup, p.trial_key)
+    return lambda p: (-p.speedup, p.loss, p.trial_key)
+
+
+def choose(
+    points: Sequence[Point],
+    requested: float,
+    policy: str = DEFAULT_POLICY,
+    invalid: Callable[[Point], str | None] = lambda p: None,
+) -> Choice:
+    """Pick the point for a request among `points` (all already within budget).
+
+    `invalid(point)` returns why a point cannot be used, or None; it is called only on
+    the points the policy reaches, since validating a whole lake would be slow.
+    """
+    check_policy(policy)
+    passed: list[tuple[Point, str]] = []
+    seen: dict[int, str | None] = {}
+
+    def why(p: Point) -> str | None:
+        if p.ref not in seen:
+            seen[p.ref] = invalid(p)
+            if seen[p.ref] is not None:
+                passed.append((p, seen[p.ref]))
+        return seen[p.ref]
+
+    chosen = None
+    for p in sorted((p for p in points if p.speedup >= requested), key=_order(policy)):
+        if why(p) is None:
+            chosen = p
+            break
+    best = None
+    for p in sorted(points, key=_order("max-speedup")):
+        if why(p) is None:
+            best = p.speedup
+            break
+    return Choice(chosen, best, passed)
+
+
+__all__ = ["DEFAULT_POLICY", "POLICIES", "Choice", "Point", "check_policy", "choose"]

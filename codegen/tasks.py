@@ -1,0 +1,550 @@
+"""Benchmark tasks from the lake: one per config with a bound, per difficulty scale.
+
+A config is a `lake_schema.BOUND_GROUP` (device kind, model, scheduler, steps,
+resolution, method combination): a speedup holds only on the hardware it was measured
+on, so every task names its device kind. The bound of a config is the highest speedup
+of a valid ``ok`` point whose quality loss is within the budget. Each scale `s` gives a
+task asking for ``floor(bound × s, 2 decimals)``: easy below 1, normal at 1, hard above.
+
+The policy in `codegen.policy` then picks the reference point for each task, or marks
+it infeasible with the best reachable speedup. Task statuses:
+
+``feasible``    a point meets it; `choice` holds the parameters and measurements.
+``infeasible``  no valid point within budget meets the speedup (hard tasks, usually).
+``missing``     the config is not in the lake (``--strategy grid``): sweep it first.
+``trivial``     the requested speedup is not above 1×, so there is nothing to accelerate.
+
+`tasks.jsonl` holds one `Task` a line; `read_tasks` reads it back and reports each
+malformed line instead of failing the batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import ROUND_FLOOR, Decimal
+from pathlib import Path
+from typing import Any
+
+from codegen import texts
+from codegen.policy import DEFAULT_POLICY, Point, check_policy, choose
+from sweep.catalog import (
+    PARAM_OWNER,
+    PARAMS,
+    Acceleration,
+    ConfigError,
+    canonical_combo,
+    check_combo_family,
+    family,
+    stable_hash,
+)
+from sweep.lake_schema import BOUND_GROUP, BUDGET_METRICS, OK
+
+FEASIBLE, INFEASIBLE, MISSING, TRIVIAL = "feasible", "infeasible", "missing", "trivial"
+TASK_STATUSES = (FEASIBLE, INFEASIBLE, MISSING, TRIVIAL)
+DEFAULT_SCALES = (0.8, 1.0, 1.2)
+STRATEGIES = ("lake", "grid")
+
+
+def difficulty(scale: float) -> str:
+    return "easy" if scale < 1 else "normal" if scale == 1 else "hard"
+
+
+def floor2(x: float) -> float:
+    """floor to 2 decimals without binary-float surprises: 2.3 * 1.0 stays 2.30.
+
+    The product is taken in decimal from each float's shortest repr, so it is exact for
+    the numbers a person would write.
+    """
+    return float((Decimal(repr(float(x)))).quantize(Decimal("0.01"), rounding=ROUND_FLOOR))
+
+
+def scaled_speedup(bound: float, scale: float) -> float:
+    return floor2(float(Decimal(repr(float(bound))) * Decimal(repr(float(scale)))))
+
+
+def parse_scales(text: str | Sequence[float]) -> tuple[float, ...]:
+    items = text.split(",") if isinstance(text, str) else list(text)
+    out = []
+    for item in items:
+        try:
+            value = float(item)
+        except (TypeError, ValueError):
+            raise ConfigError(f"scale {item!r} is not a number: pass e.g. --scales 0.8,1.0,1.2") from None
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"scale {item!r} must be a positive number, e.g. 0.8 (easy) or 1.2 (hard)")
+        if value not in out:
+            out.append(value)
+    if not out:
+        raise ConfigError("no scales given: pass e.g. --scales 0.8,1.0,1.2")
+    return tuple(out)
+
+
+def check_metric(metric: str) -> str:
+    if metric not in BUDGET_METRICS:
+        raise ConfigError(f"unknown metric {metric!r}: use one of {', '.join(BUDGET_METRICS)}")
+    return metric
+
+
+def check_budget(budget: float) -> float:
+    if not isinstance(budget, int | float) or isinstance(budget, bool) or not 0 < budget <= 1:
+        raise ConfigError(f"budget {budget!r} must be in (0, 1], e.g. 0.02")
+    return float(budget)
+
+
+# ---------------------------------------------------------------------------- the task
+
+
+@dataclass
+class Task:
+    task_id: str
+    status: str
+    config: dict[str, Any]  # BOUND_GROUP columns; resolution None only for missing configs
+    budget: float
+    metric: str
+    policy: str
+    requested_speedup: float | None = None
+    difficulty: str | None = None
+    scale: float | None = None
+    best_speedup: float | None = None  # highest valid speedup within budget on this config
+    choice: dict[str, Any] | None = None
+    text: str | None = None
+    reason: str | None = None
+    skipped_points: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        """'sd15_ddim_50s_512px': the config part of script names."""
+        c = self.config
+        res = f"{c['resolution']}px" if c.get("resolution") else "defaultpx"
+        return f"{c['model']}_{c['scheduler']}_{c['steps']}s_{res}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Task:
+        """Read a task back, checking what codegen relies on (a clear error otherwise)."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"a task must be a JSON object, got {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown task field(s) {', '.join(unknown)}: known fields are "
+                              f"{', '.join(sorted(names))}")
+        for key in ("task_id", "status", "config", "budget", "metric"):
+            if key not in data:
+                raise ConfigError(f"task has no {key!r}: regenerate it with `diffaccel tasks`")
+        if data["status"] not in TASK_STATUSES:
+            raise ConfigError(f"task status {data['status']!r} is unknown: use one of {', '.join(TASK_STATUSES)}")
+        config = data["config"]
+        if not isinstance(config, Mapping) or any(k not in config for k in BOUND_GROUP):
+            raise ConfigError(f"task config must hold {', '.join(BOUND_GROUP)}, got {config!r}")
+        return cls(**{k: v for k, v in data.items() if k in names and k != "policy"},
+                   policy=data.get("policy", DEFAULT_POLICY))
+
+    def request(self) -> texts.Request:
+        c = self.config
+        return texts.Request(model=c["model"], scheduler=c["scheduler"], steps=int(c["steps"]),
+                             method=c["method"], speedup=self.requested_speedup, budget=self.budget,
+                             metric=self.metric, device_kind=c["device_kind"], resolution=c["resolution"])
+
+
+def make_task_id(config: Mapping[str, Any], requested: float | None, budget: float, metric: str) -> str:
+    """Stable: the same config and request give the same id in any run (not the policy,
+    which picks a reference solution, not the task)."""
+    return stable_hash({"config": {k: config.get(k) for k in BOUND_GROUP}, "speedup": requested,
+                        "budget": budget, "metric": metric}, n=12)
+
+
+# ------------------------------------------------------------------------- lake points
+
+
+def row_params(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters of a trial row, for its own method combination only."""
+    combo = canonical_combo(row["method"])
+    raw = row.get("params_json")
+    if isinstance(raw, str) and raw:
+        try:
+            params = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"params_json {raw!r} is not valid JSON ({e}): rewrite the row") from None
+        if not isinstance(params, dict):
+            raise ConfigError(f"params_json {raw!r} is not an object of parameter values")
+        return params
+    params = {}
+    for name, owner in PARAM_OWNER.items():
+        if owner in combo.split("+"):
+            value = row.get(name)
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                raise ConfigError(f"the row has no value for {name}, a {owner} parameter")
+            params[name] = value.item() if hasattr(value, "item") else value
+    return params
+
+
+def point_problem(row: Mapping[str, Any]) -> str | None:
+    """Why a lake row cannot be a reference solution (None when it can)."""
+    try:
+        acc = Acceleration.from_params(row["method"], row_params(row), model=row["model"],
+                                       steps=int(row["steps"]))
+    except (ConfigError, KeyError, TypeError, ValueError) as e:
+        return str(e)
+    if row.get("tag") and row["tag"] != acc.tag:
+        return f"stored tag {row['tag']!r} does not match its parameters ({acc.tag})"
+    return None
+
+
+def _native(value: Any) -> Any:
+    if value is None:
+        return None
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def choice_of(row: Mapping[str, Any], loss_col: str) -> dict[str, Any]:
+    params = row_params(row)
+    acc = Acceleration.from_params(row["method"], params)
+    clean = {p: PARAMS[PARAM_OWNER[p]][p].coerce(v) for p, v in params.items()}
+    return {
+        "method": acc.combo,
+        "params": clean,
+        "tag": acc.tag,
+        "speedup": _native(row.get("speedup")),
+        "speedup_ci_low": _native(row.get("speedup_ci_low")),
+        "speedup_ci_high": _native(row.get("speedup_ci_high")),
+        "quality_loss": _native(row.get(loss_col)),
+        "trial_key": _native(row.get("trial_key")),
+        "device": _native(row.get("device")),
+        "device_kind": _native(row.get("device_kind")),
+        "preset": _native(row.get("preset")),
+        "model_path": _native(row.get("model_path")),
+        "dtype": _native(row.get("dtype")),
+        "guidance_scale": _native(row.get("guidance_scale")),
+        "phase": _native(row.get("phase")),
+        "n_prompts": _native(row.get("n_prompts")),
+        "measured_at": _native(row.get("finished_at")),
+    }
+
+
+# ------------------------------------------------------------------------ building
+
+
+@dataclass
+class _Config:
+    key: dict[str, Any]
+    rows: list[dict[str, Any]]  # ok rows within budget (any validity)
+    n_trials: int
+    best_loss: float | None  # lowest loss among ok rows (for the no-bound reason)
+
+
+def _configs_from_trials(trials, budget: float, metric: str) -> dict[tuple, _Config]:
+    import pandas as pd
+
+    loss_col = f"quality_loss_{metric}"
+    out: dict[tuple, _Config] = {}
+    if trials is None or len(trials) == 0:
+        return out
+    df = trials
+    keys = list(BOUND_GROUP)
+    ok = df[(df["status"] == OK) & df["speedup"].notna() & df[loss_col].notna()]
+    for key, n in df.groupby(keys, dropna=False, sort=True).size().items():
+        k = {c: _native(v) for c, v in zip(keys, key, strict=True)}
+        out[tuple(k[c] for c in keys)] = _Config(k, [], int(n), None)
+    if len(ok):
+        best = ok.groupby(keys, dropna=False)[loss_col].min()
+        for key, value in best.items():
+            out[tuple(_native(v) for v in key)].best_loss = float(value)
+    within = ok[ok[loss_col] <= budget]
+    cols = [c for c in within.columns if c in set(within.columns)]
+    records = within[cols].astype(object).where(pd.notna(within[cols]), None).to_dict("records")
+    for r in records:
+        out[tuple(_native(r[c]) for c in keys)].rows.append(r)
+    return out
+
+
+def _tasks_for_config(cfg: _Config, scales: Sequence[float], budget: float, metric: str,
+                      policy: str) -> list[Task]:
+    loss_col = f"quality_loss_{metric}"
+    rows = cfg.rows
+    points = [Point(float(r["speedup"]), float(r[loss_col]), str(r.get("trial_key") or ""), i)
+              for i, r in enumerate(rows)]
+    problems: dict[int, str | None] = {}
+
+    def invalid(p: Point) -> str | None:
+        if p.ref not in problems:
+            problems[p.ref] = point_problem(rows[p.ref])
+        return problems[p.ref]
+
+    # The bound: the highest valid speedup within budget.
+    probe = choose(points, float("-inf"), "max-speedup", invalid)
+    base = dict(config=dict(cfg.key), budget=budget, metric=metric, policy=policy)
+    if probe.best_speedup is None:
+        if cfg.rows:
+            why = f"every ok point within budget {texts.format_budget(budget)} ({metric}) is malformed"
+        elif cfg.best_loss is not None:
+            why = (f"no ok point has a {metric} quality loss within {texts.format_budget(budget)} "
+                   f"(the lowest measured is {cfg.best_loss:.4g}): raise the budget or sweep gentler parameters")
+        else:
+            why = f"none of its {cfg.n_trials} trial(s) finished ok: see their `error` column"
+        task = Task(task_id=make_task_id(cfg.key, None, budget, metric), status=INFEASIBLE, reason=why, **base)
+        task.skipped_points = _skipped(rows, problems)
+        return [task]
+
+    bound = probe.best_speedup
+    out: list[Task] = []
+    seen: set[str] = set()
+    for scale in scales:
+        requested = scaled_speedup(bound, scale)
+        tid = make_task_id(cfg.key, requested, budget, metric)
+        if tid in seen:  # two scales floored to the same speedup: one task
+            continue
+        seen.add(tid)
+        task = Task(task_id=tid, status=FEASIBLE, requested_speedup=requested, difficulty=difficulty(scale),
+                    scale=scale, best_speedup=bound, **base)
+        if requested <= 1.0:
+            task.status = TRIVIAL
+            task.reason = (f"{texts.format_speedup(requested)}× is no acceleration (bound "
+                           f"{bound:.3g}× × scale {scale:g}); use a smaller scale only on faster configs")
+        else:
+            pick = choose(points, requested, policy, invalid)
+            if pick.point is None:
+                task.status = INFEASIBLE
+                task.reason = (f"no valid point within budget reaches {texts.format_speedup(requested)}×; "
+                               f"the best reachable is {bound:.3f}×")
+            else:
+                task.choice = choice_of(rows[pick.point.ref], loss_col)
+            task.text = texts.describe(task.request(), tid)
+        out.append(task)
+    for task in out:
+        task.skipped_points = _skipped(rows, problems)
+    return out
+
+
+def _skipped(rows: list[dict[str, Any]], problems: Mapping[int, str | None]) -> list[dict[str, Any]]:
+    return [{"trial_key": rows[i].get("trial_key"), "tag": rows[i].get("tag"), "reason": why}
+            for i, why in sorted(problems.items()) if why is not None]
+
+
+def build_tasks(
+    trials,
+    *,
+    budget: float = 0.02,
+    metric: str = "ssim",
+    scales: Sequence[float] = DEFAULT_SCALES,
+    policy: str = DEFAULT_POLICY,
+    grid: Iterable[Mapping[str, Any]] | None = None,
+) -> list[Task]:
+    """Tasks for every config of `trials` (a DataFrame with lake_schema trial columns, one
+    row per trial key, as `codegen.lake.open_lake(uri).trials()` gives).
+
+    With `grid` (the configs a sweep spec allows, see `grid_configs`), the tasks cover
+    exactly those configs, and the ones the lake lacks come out as `missing`.
+    """
+    check_policy(policy)
+    check_metric(metric)
+    check_budget(budget)
+    scales = parse_scales(scales)
+    configs = _configs_from_trials(trials, budget, metric)
+    if grid is None:
+        selected = list(configs.values())
+        missing: list[dict[str, Any]] = []
+    else:
+        selected, missing = _match_grid(configs, grid)
+    tasks: list[Task] = []
+    for cfg in selected:
+        tasks.extend(_tasks_for_config(cfg, scales, budget, metric, policy))
+    for key in missing:
+        tasks.append(Task(
+            task_id=make_task_id(key, None, budget, metric), status=MISSING, config=dict(key), budget=budget,
+            metric=metric, policy=policy,
+            reason="the lake has no trial of this config: sweep the spec written next to tasks.jsonl",
+        ))
+    return tasks
+
+
+# ----------------------------------------------------------------------- grid strategy
+
+
+def grid_configs(spec) -> list[dict[str, Any]]:
+    """Every (config, combo) a sweep spec allows, as BOUND_GROUP dicts plus `preset`.
+
+    `device_kind` is None (a spec does not say where it runs); `resolution` None means
+    the preset's default, which only a run resolves.
+    """
+    out = []
+    for cfg in spec.configs():
+        fam = family(cfg.model)
+        for cg in spec.combos:
+            try:
+                check_combo_family(cg.combo, fam)
+            except ConfigError:
+                continue
+            out.append({"device_kind": None, "model": cfg.model, "scheduler": cfg.scheduler,
+                        "steps": cfg.steps, "resolution": cfg.resolution, "method": cg.combo,
+                        "preset": cfg.preset, "model_path": cfg.model_path})
+    return out
+
+
+def _match_grid(configs: Mapping[tuple, _Config], grid: Iterable[Mapping[str, Any]]):
+    """Lake configs the grid names (on every device kind in the lake), and the grid
+    entries the lake lacks on some device kind."""
+    kinds = sorted({c.key["device_kind"] for c in configs.values() if c.key["device_kind"]}) or [None]
+    selected: dict[tuple, _Config] = {}
+    missing: list[dict[str, Any]] = []
+    for entry in grid:
+        for kind in kinds:
+            hits = [k for k, c in configs.items()
+                    if c.key["device_kind"] == kind and all(
+                        c.key[f] == entry[f] for f in ("model", "scheduler", "steps", "method"))
+                    and (entry["resolution"] is None or c.key["resolution"] == entry["resolution"])]
+            if hits:
+                for k in hits:
+                    selected[k] = configs[k]
+            else:
+                missing.append({**{f: entry[f] for f in BOUND_GROUP if f != "device_kind"},
+                                "device_kind": kind, "preset": entry.get("preset"),
+                                "model_path": entry.get("model_path")})
+    return list(selected.values()), missing
+
+
+def missing_specs(spec, tasks: Iterable[Task]) -> list:
+    """Sweep specs (SweepSpec values) covering exactly the missing configs of `tasks`.
+
+    A spec is a product of models × schedulers × steps × resolutions with a list of
+    combos, so the missing configs are grouped into as few exact products as a simple
+    merge finds; grids keep the original spec's values that are valid there.
+    """
+    from sweep.spec import ModelEntry
+
+    wanted: dict[tuple, set[str]] = {}
+    for t in tasks:
+        if t.status != MISSING:
+            continue
+        c = t.config
+        entry = ModelEntry(c["model"], c.get("preset") or "arch", c.get("model_path"))
+        wanted.setdefault((entry, c["scheduler"], c["steps"], c["resolution"]), set()).add(c["method"])
+    # Merge one axis at a time: resolutions, then steps, then schedulers, then models.
+    groups: dict[tuple, list] = {}
+    for (m, s, n, r), combos in wanted.items():
+        groups.setdefault((m, s, n, frozenset(combos)), []).append(r)
+    stage: dict[tuple, list] = {}
+    for (m, s, n, combos), rs in groups.items():
+        stage.setdefault((m, s, tuple(_sorted(rs)), combos), []).append(n)
+    stage2: dict[tuple, list] = {}
+    for (m, s, rs, combos), ns in stage.items():
+        stage2.setdefault((m, tuple(sorted(ns)), rs, combos), []).append(s)
+    stage3: dict[tuple, list] = {}
+    for (m, ns, rs, combos), ss in stage2.items():
+        stage3.setdefault((tuple(sorted(ss)), ns, rs, combos), []).append(m)
+    out = []
+    for i, ((ss, ns, rs, combos), models) in enumerate(sorted(stage3.items(), key=lambda kv: repr(kv[0]))):
+        sub = dataclasses.replace(
+            spec, name=f"{spec.name}-missing{'' if len(stage3) == 1 else f'-{i + 1}'}",
+            models=tuple(models), schedulers=ss, steps=ns, resolutions=rs,
+            combos=tuple(cg for cg in spec.combos if cg.combo in combos),
+            prompts_file=_portable_path(spec.prompts_file, spec.base_dir),
+        )
+        out.append(_trim_grids(sub))
+    return out
+
+
+def _sorted(values):
+    return sorted(values, key=lambda v: (v is not None, v or 0))
+
+
+def _portable_path(path: str, base_dir: str) -> str:
+    """Keep a repo-relative path as it is; anything else becomes absolute, since the
+    written spec lives in another folder."""
+    from sweep.spec import REPO_ROOT, resolve_path
+
+    if not os.path.isabs(path) and (REPO_ROOT / path).exists():
+        return path
+    return str(Path(resolve_path(path, base_dir)).resolve())
+
+
+def _trim_grids(sub):
+    """Drop grid values no config of `sub` can use, so the smaller spec still validates."""
+    from sweep.spec import ComboGrid, expand
+
+    plan = expand(sub)
+    used: dict[str, dict[str, set]] = {}
+    for cp in plan.combos:
+        for configs in cp.method_points.values():
+            for mc in configs:
+                for p, v in dataclasses.asdict(mc).items():
+                    used.setdefault(cp.combo, {}).setdefault(p, set()).add(v)
+    combos = []
+    for cg in sub.combos:
+        u = used.get(cg.combo, {})
+        grid = {p: [v for v in vals if v in u.get(p, set())] for p, vals in cg.grid.items()}
+        if all(grid.values()):
+            combos.append(ComboGrid(cg.combo, grid))
+    methods = {}
+    for m, g in sub.methods.items():
+        methods[m] = {p: [v for v in vals if any(v in used.get(c.combo, {}).get(p, set()) for c in combos)]
+                      or vals for p, vals in g.items()}
+    return dataclasses.replace(sub, combos=tuple(combos), methods=methods)
+
+
+# ------------------------------------------------------------------------------ files
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[Mapping[str, Any]]) -> Path:
+    """Atomic: a reader sees the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def write_tasks(path: str | os.PathLike, tasks: Iterable[Task]) -> Path:
+    return write_jsonl(path, (t.to_dict() for t in tasks))
+
+
+@dataclass
+class BadLine:
+    line: int
+    reason: str
+    task_id: str | None = None
+
+
+def read_tasks(path: str | os.PathLike) -> Iterator[Task | BadLine]:
+    """Each line as a Task, or a BadLine saying why it could not be read."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{path}: no such tasks file: write one with `diffaccel tasks --lake L --out DIR`")
+    with open(p, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as e:
+                yield BadLine(n, f"not valid JSON ({e.msg} at column {e.colno})")
+                continue
+            try:
+                yield Task.from_dict(data)
+            except (ConfigError, TypeError) as e:
+                tid = data.get("task_id") if isinstance(data, dict) else None
+                yield BadLine(n, str(e), tid if isinstance(tid, str) else None)
+
+
+__all__ = [
+    "DEFAULT_SCALES", "FEASIBLE", "INFEASIBLE", "MISSING", "STRATEGIES", "TASK_STATUSES", "TRIVIAL",
+    "BadLine", "Task", "build_tasks", "check_budget", "check_metric", "choice_of", "difficulty", "floor2",
+    "grid_configs", "make_task_id", "missing_specs", "parse_scales", "point_problem", "read_tasks",
+    "row_params", "scaled_speedup", "write_jsonl", "write_tasks",
+]
