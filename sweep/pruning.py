@@ -268,20 +268,24 @@ class SweepState:
     def next_task(self) -> Task | None:
         """The next trial to start, or None when nothing is ready now (or ever: see
         `finished`). Points found pruned on the way are queued in `self.pruned`."""
-        for lat in self.lattices:
-            if lat.confirm_queue:
-                i = lat.confirm_queue.pop(0)
-                lat.confirm_running.add(i)
-                return self._task(lat, i, CONFIRM)
-            for i in range(len(lat.points)):
-                if i in lat.outcomes or i in lat.running or not self._ready(lat, i):
-                    continue
-                by = self._dominated_by(lat, i) if self.rule.prune else None
-                if by is not None:
-                    self._prune(lat, i, by)
-                    continue
-                lat.running.add(i)
-                return self._task(lat, i, SCREEN)
+        pruned_any = True
+        while pruned_any:  # pruning can finish a grid and queue its confirmations
+            pruned_any = False
+            for lat in self.lattices:
+                if lat.confirm_queue:
+                    i = lat.confirm_queue.pop(0)
+                    lat.confirm_running.add(i)
+                    return self._task(lat, i, CONFIRM)
+                for i in range(len(lat.points)):
+                    if i in lat.outcomes or i in lat.running or not self._ready(lat, i):
+                        continue
+                    by = self._dominated_by(lat, i) if self.rule.prune else None
+                    if by is not None:
+                        self._prune(lat, i, by)
+                        pruned_any = True
+                        continue
+                    lat.running.add(i)
+                    return self._task(lat, i, SCREEN)
         return None
 
     def _prune(self, lat: Lattice, i: int, by: int) -> None:

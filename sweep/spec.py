@@ -173,10 +173,9 @@ class SweepSpec:
         return out
 
     def prompts(self) -> list[str]:
-        path = resolve_path(self.prompts_file, self.base_dir)
-        lines = [ln.strip() for ln in Path(path).read_text(encoding="utf-8").splitlines()]
-        prompts = [ln for ln in lines if ln and not ln.startswith("#")]
-        return prompts[: self.prompt_count]
+        from sweep.prompts import load_prompts
+
+        return load_prompts(resolve_path(self.prompts_file, self.base_dir), self.prompt_count)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data that `validate` reads back to an equal spec."""
@@ -477,8 +476,8 @@ def validate(data: Any, source: str = "spec", base_dir: str = ".") -> SweepSpec:
     prompt_count = _int(pr.get("count", 4), "prompts.count", probs, low=1) or 1
     resolved = resolve_path(prompts_file, base_dir)
     if not Path(resolved).is_file():
-        probs.add("prompts.file", f"{prompts_file!r} does not exist: point it at a text file with one "
-                  f"prompt a line (the shipped one is {DEFAULT_PROMPTS})")
+        probs.add("prompts.file", f"{prompts_file!r} does not exist: point it at a prompt file (.txt with "
+                  f"one prompt a line, .jsonl or .csv; the shipped one is {DEFAULT_PROMPTS})")
     seeds = [v for i, s in enumerate(_as_list(top.get("seeds", [0])))
              if (v := _int(s, f"seeds[{i}]", probs, low=0)) is not None]
 
@@ -493,8 +492,8 @@ def validate(data: Any, source: str = "spec", base_dir: str = ".") -> SweepSpec:
 
     ms = _check_keys(top.get("measure", {}), _MEASURE_KEYS, "measure", probs)
     measure = Measure(
-        screen_pairs=_int(ms.get("screen_pairs", 2), "measure.screen_pairs", probs, low=1) or 2,
-        confirm_pairs=_int(ms.get("confirm_pairs", 6), "measure.confirm_pairs", probs, low=1) or 6,
+        screen_pairs=_int(ms.get("screen_pairs", 2), "measure.screen_pairs", probs, low=2) or 2,
+        confirm_pairs=_int(ms.get("confirm_pairs", 6), "measure.confirm_pairs", probs, low=2) or 6,
         ci_target=_number(ms.get("ci_target", 0.05), "measure.ci_target", probs, low=0.0, high=1.0) or 0.05,
     )
     if measure.confirm_pairs < measure.screen_pairs:
@@ -518,9 +517,13 @@ def validate(data: Any, source: str = "spec", base_dir: str = ".") -> SweepSpec:
         measure=measure, early_stop=early, clip_model=None if clip_model is None else str(clip_model),
         description=str(top.get("description", "")), base_dir=base_dir,
     )
-    if Path(resolved).is_file() and prompt_count > len(spec.prompts()):
-        probs.add("prompts.count", f"{prompt_count} prompts asked but {prompts_file!r} has "
-                  f"{len(spec.prompts())}: lower the count or add prompts")
+    if Path(resolved).is_file():
+        from sweep.prompts import PromptFileError
+
+        try:
+            spec.prompts()
+        except PromptFileError as e:
+            probs.add("prompts", str(e))
     # Grid values no config can use are errors; judging them needs the configs, so this
     # runs whenever models and combos parsed, alongside the other problems.
     if models and combos and steps and schedulers:

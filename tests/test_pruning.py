@@ -1,0 +1,122 @@
+"""Early stopping and pruning logic, without Ray: dominance, ordering, the state machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from sweep import spec as S
+from sweep.catalog import Acceleration, trial_key
+from sweep.lake_schema import CONFIRM, OK, PRUNED, SCREEN, STOPPED
+from sweep.pruning import Outcome, SweepState, clearly_over, dominates, order_points
+from sweep.spec import EarlyStop
+
+SWEEPS = Path(__file__).resolve().parent.parent / "datasets" / "sweeps"
+
+
+def acc(combo, **params):
+    return Acceleration.from_params(combo, params)
+
+
+def test_dominance_follows_each_parameters_faster_direction():
+    gentle = acc("deepcache", cache_interval=2, cache_branch_id=2)
+    assert dominates(acc("deepcache", cache_interval=3, cache_branch_id=2), gentle)
+    assert dominates(acc("deepcache", cache_interval=2, cache_branch_id=1), gentle)  # smaller id = faster
+    assert dominates(gentle, gentle)
+    assert not dominates(acc("deepcache", cache_interval=3, cache_branch_id=3), gentle)
+    assert not dominates(gentle, acc("deepcache", cache_interval=3, cache_branch_id=2))
+    # T-GATE: smaller gate_step and warm_up, larger intervals are faster.
+    t = acc("tgate", gate_step=10, sp_interval=5, fi_interval=1, warm_up=2)
+    assert dominates(acc("tgate", gate_step=8, sp_interval=6, fi_interval=1, warm_up=1), t)
+    assert not dominates(acc("tgate", gate_step=8, sp_interval=4, fi_interval=1, warm_up=1), t)
+    # Different combos never dominate each other.
+    assert not dominates(acc("tome", ratio=0.75), acc("deepcache+tome", ratio=0.25))
+
+
+def test_order_is_least_to_most_aggressive():
+    grid = {"ratio": [0.25, 0.5, 0.75], "max_downsample": [1, 2]}
+    points = [acc("tome", ratio=r, max_downsample=d) for r in grid["ratio"] for d in grid["max_downsample"]]
+    ordered = order_points(reversed(points), grid)
+    assert ordered[0].tag == "TM25D1" and ordered[-1].tag == "TM75D2"
+    # No point comes before a point it dominates.
+    for i, a in enumerate(ordered):
+        for b in ordered[i + 1:]:
+            assert not (dominates(a, b) and a != b)
+
+
+def test_clearly_over_needs_margin_and_evidence():
+    rule = EarlyStop(enabled=True, prune=True, min_prompts=1, margin=0.5)
+    budgets = [0.02, 0.05]
+    assert clearly_over([0.2], budgets, rule)          # 0.2 > 1.5 * 0.05
+    assert not clearly_over([0.07], budgets, rule)     # over budget, not clearly
+    assert not clearly_over([0.3, 0.01], budgets, rule)  # too noisy to call
+    assert clearly_over([0.3, 0.28], budgets, rule)
+    assert not clearly_over([0.2], budgets, EarlyStop(enabled=False))
+    assert not clearly_over([0.2], budgets, EarlyStop(min_prompts=2))
+
+
+def _state(prune=True, stored=None):
+    data = yaml.safe_load((SWEEPS / "default.yaml").read_text())
+    data["combos"] = ["deepcache"]
+    spec = S.validate(data)
+    rule = EarlyStop(enabled=True, prune=prune, min_prompts=1, margin=0.5)
+    return SweepState(S.expand(spec).combos, spec.budgets, rule,
+                      lambda c, a: trial_key(c, a, "cpu", {"v": "1"}), stored=stored)
+
+
+def _loss(a: Acceleration) -> float:
+    # Over every budget (0.05) for branch 0 with interval >= 3.
+    p = a.params
+    return 0.01 * p["cache_interval"] + (0.06 if p["cache_branch_id"] == 0 else 0.0)
+
+
+def _drive(state: SweepState):
+    ran = []
+    while not state.finished:
+        task = state.next_task()
+        assert task is not None, "nothing ready while nothing runs"
+        ran.append((task.phase, task.acc.tag))
+        loss = _loss(task.acc)
+        state.complete(task, Outcome(OK, loss, 1.0 + task.acc.params["cache_interval"] - loss))
+    return ran
+
+
+def test_state_prunes_dominating_points_and_confirms_bounds():
+    state = _state()
+    ran = _drive(state)
+    screened = [t for p, t in ran if p == SCREEN]
+    # DC2B0 (0.08) is over budget: DC3B0 and DC4B0 dominate it and are never run.
+    assert "DC2B0" in screened and "DC3B0" not in screened and "DC4B0" not in screened
+    pruned = {task.acc.tag: reason for task, reason in state.pruned}
+    assert set(pruned) == {"DC3B0", "DC4B0"} and "DC2B0" in pruned["DC3B0"]
+    assert state.counts()[PRUNED] == 2 and state.counts()["done"] == 6
+    # Budgets 0.02 and 0.05: DC2B1 (0.02) and DC4B1 (0.04, faster) decide the bounds.
+    assert [t for p, t in ran if p == CONFIRM] == ["DC2B1", "DC4B1"]
+
+
+def test_without_pruning_everything_runs():
+    state = _state(prune=False)
+    ran = _drive(state)
+    assert len([1 for p, _ in ran if p == SCREEN]) == 6 and not state.pruned
+
+
+def test_ready_waits_for_predecessors():
+    state = _state()
+    first = state.next_task()
+    assert first.acc.tag == "DC2B1"  # the gentlest point
+    # Every other point is at least as aggressive as DC2B1: nothing else is ready.
+    assert state.next_task() is None and not state.finished
+
+
+def test_stored_outcomes_are_skipped_and_still_prune():
+    first = _state()
+    keys = {lat.points[i].tag: lat.keys[i] for lat in first.lattices for i in range(len(lat.points))}
+    stored = {keys["DC2B1"]: ({SCREEN}, Outcome(OK, 0.02, 2.0)),
+              keys["DC2B0"]: ({SCREEN}, Outcome(STOPPED, 0.3, None))}
+    state = _state(stored=stored)
+    assert state.skipped == 2
+    ran = _drive(state)
+    screened = {t for p, t in ran if p == SCREEN}
+    assert screened == {"DC3B1", "DC4B1"}
+    assert {task.acc.tag for task, _ in state.pruned} == {"DC3B0", "DC4B0"}
