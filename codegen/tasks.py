@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from codegen import texts
+from codegen.lake import check_budget, check_metric
 from codegen.policy import DEFAULT_POLICY, Point, check_policy, choose
 from sweep.catalog import (
     PARAM_OWNER,
@@ -42,7 +43,7 @@ from sweep.catalog import (
     family,
     stable_hash,
 )
-from sweep.lake_schema import BOUND_GROUP, BUDGET_METRICS, OK
+from sweep.lake_schema import BOUND_GROUP, OK
 
 FEASIBLE, INFEASIBLE, MISSING, TRIVIAL = "feasible", "infeasible", "missing", "trivial"
 TASK_STATUSES = (FEASIBLE, INFEASIBLE, MISSING, TRIVIAL)
@@ -82,18 +83,6 @@ def parse_scales(text: str | Sequence[float]) -> tuple[float, ...]:
     if not out:
         raise ConfigError("no scales given: pass e.g. --scales 0.8,1.0,1.2")
     return tuple(out)
-
-
-def check_metric(metric: str) -> str:
-    if metric not in BUDGET_METRICS:
-        raise ConfigError(f"unknown metric {metric!r}: use one of {', '.join(BUDGET_METRICS)}")
-    return metric
-
-
-def check_budget(budget: float) -> float:
-    if not isinstance(budget, int | float) or isinstance(budget, bool) or not 0 < budget <= 1:
-        raise ConfigError(f"budget {budget!r} must be in (0, 1], e.g. 0.02")
-    return float(budget)
 
 
 # ---------------------------------------------------------------------------- the task
@@ -272,7 +261,8 @@ def _configs_from_trials(trials, budget: float, metric: str) -> dict[tuple, _Con
 
 
 def _tasks_for_config(cfg: _Config, scales: Sequence[float], budget: float, metric: str,
-                      policy: str) -> list[Task]:
+                      policy: str, speedups: Sequence[float] | None = None) -> list[Task]:
+    """Tasks at `scales` × the config's bound, or (with `speedups`) at those speedups."""
     loss_col = f"quality_loss_{metric}"
     rows = cfg.rows
     points = [Point(float(r["speedup"]), float(r[loss_col]), str(r.get("trial_key") or ""), i)
@@ -302,18 +292,22 @@ def _tasks_for_config(cfg: _Config, scales: Sequence[float], budget: float, metr
     bound = probe.best_speedup
     out: list[Task] = []
     seen: set[str] = set()
-    for scale in scales:
-        requested = scaled_speedup(bound, scale)
+    if speedups is None:
+        asks = [(scaled_speedup(bound, scale), scale, difficulty(scale)) for scale in scales]
+    else:  # a stated request: its difficulty is where it falls against the bound
+        asks = [(float(x), None, "easy" if x < floor2(bound) else "normal" if x == floor2(bound) else "hard")
+                for x in speedups]
+    for requested, scale, level in asks:
         tid = make_task_id(cfg.key, requested, budget, metric)
         if tid in seen:  # two scales floored to the same speedup: one task
             continue
         seen.add(tid)
-        task = Task(task_id=tid, status=FEASIBLE, requested_speedup=requested, difficulty=difficulty(scale),
+        task = Task(task_id=tid, status=FEASIBLE, requested_speedup=requested, difficulty=level,
                     scale=scale, best_speedup=bound, **base)
         if requested <= 1.0:
             task.status = TRIVIAL
-            task.reason = (f"{texts.format_speedup(requested)}× is no acceleration (bound "
-                           f"{bound:.3g}× × scale {scale:g}); use a smaller scale only on faster configs")
+            task.reason = (f"{texts.format_speedup(requested)}× is no acceleration (the config's bound "
+                           f"is {bound:.3g}×): ask for more than 1×")
         else:
             pick = choose(points, requested, policy, invalid)
             if pick.point is None:
@@ -369,6 +363,34 @@ def build_tasks(
             reason="the lake has no trial of this config: sweep the spec written next to tasks.jsonl",
         ))
     return tasks
+
+
+def task_for_request(trials, req: texts.Request, *, policy: str = DEFAULT_POLICY,
+                     default_metric: str = "ssim") -> Task:
+    """The task a parsed text asks for, answered from `trials`.
+
+    The text must pin down one config of the lake: when it leaves the hardware or the
+    resolution out and the lake holds several, the error lists them.
+    """
+    check_policy(policy)
+    metric = check_metric(req.metric or default_metric)
+    budget = check_budget(req.budget)
+    configs = _configs_from_trials(trials, budget, metric)
+    wanted = {"model": req.model, "scheduler": req.scheduler, "steps": req.steps, "method": req.method,
+              "device_kind": req.device_kind, "resolution": req.resolution}
+    hits = [c for c in configs.values()
+            if all(v is None or c.key[k] == v for k, v in wanted.items())]
+    if not hits:
+        named = ", ".join(f"{k}={v}" for k, v in wanted.items() if v is not None)
+        raise ConfigError(f"the lake has no trial of {named}: sweep it first, or ask for a config the "
+                          f"lake holds (see `diffaccel bounds`)")
+    if len(hits) > 1:
+        options = "; ".join(f"{c.key['device_kind']} at {c.key['resolution']}px" for c in hits)
+        raise ConfigError(f"the text matches {len(hits)} configs of the lake ({options}): name the "
+                          f"hardware ('on an H100') and the resolution ('512×512')")
+    task = _tasks_for_config(hits[0], (), budget, metric, policy, speedups=[req.speedup])[0]
+    task.requested_speedup = req.speedup  # also when the config has no bound at all
+    return task
 
 
 # ----------------------------------------------------------------------- grid strategy
@@ -544,7 +566,7 @@ def read_tasks(path: str | os.PathLike) -> Iterator[Task | BadLine]:
 
 __all__ = [
     "DEFAULT_SCALES", "FEASIBLE", "INFEASIBLE", "MISSING", "STRATEGIES", "TASK_STATUSES", "TRIVIAL",
-    "BadLine", "Task", "build_tasks", "check_budget", "check_metric", "choice_of", "difficulty", "floor2",
+    "BadLine", "Task", "build_tasks", "choice_of", "difficulty", "floor2",
     "grid_configs", "make_task_id", "missing_specs", "parse_scales", "point_problem", "read_tasks",
-    "row_params", "scaled_speedup", "write_jsonl", "write_tasks",
+    "row_params", "scaled_speedup", "task_for_request", "write_jsonl", "write_tasks",
 ]

@@ -204,8 +204,8 @@ def parse(text: str) -> Request:
     speedup_v, budget_v = float(speedup), float(budget)
     if speedup_v <= 0:
         raise TextError(f"the speedup {speedup}× in {text!r} must be positive")
-    if not 0 < budget_v <= 1:
-        raise TextError(f"the quality budget {budget} in {text!r} must be in (0, 1]")
+    if not 0 <= budget_v <= 1:
+        raise TextError(f"the quality budget {budget} in {text!r} must be in [0, 1]")
     return Request(model=model, scheduler=sched, steps=int(steps), method=method, speedup=speedup_v,
                    budget=budget_v, metric=metric, device_kind=device_kind,
                    resolution=int(resolution) if resolution is not None else None)
