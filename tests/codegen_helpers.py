@@ -26,8 +26,10 @@ def trial_row(model="sd15", scheduler="ddim", steps=50, resolution=512, method="
         "batch": 1, "dtype": "float16", "guidance_scale": 7.5, "method": acc.combo,
         **acc.params, "params_json": json.dumps(acc.params, sort_keys=True),
         "status": status, "phase": "confirm", "final": True,
-        "speedup": speedup, "speedup_ci_low": speedup * 0.97, "speedup_ci_high": speedup * 1.03,
-        "quality_loss_ssim": loss, "quality_loss_clip": loss / 2, "n_prompts": 8,
+        "speedup": speedup,
+        "speedup_ci_low": None if speedup is None else speedup * 0.97,
+        "speedup_ci_high": None if speedup is None else speedup * 1.03,
+        "quality_loss_ssim": loss, "quality_loss_clip": None if loss is None else loss / 2, "n_prompts": 8,
         "device": device, "device_kind": device_kind, "versions_json": json.dumps(VERSIONS),
         "finished_at": datetime(2025, 5, 1, 12, 0, tzinfo=timezone.utc),
     }
