@@ -134,53 +134,79 @@ def _loss_expr(metric_param: str) -> str:
 
 _GROUP = ", ".join(_ident(c) for c in BOUND_GROUP)
 
-# The single definition of bounds and Pareto fronts. Group columns may be NULL (an old
-# row without device_kind, say); window partitions treat NULLs as one group, as wanted.
+# The single definition of bounds and Pareto fronts. Both work on `_trials_keys` (the
+# deduplicated rows, few columns, built once per opened lake) and fetch whole rows only
+# for the winners: carrying all ~80 columns through a sort is what makes a million rows
+# slow. Group columns may be NULL (an old row without device_kind, say); GROUP BY and
+# window partitions treat NULLs as one group, as wanted.
+_POINTS = f"""
+    SELECT _file, _row, {_GROUP}, trial_key, speedup, quality_loss FROM (
+        SELECT *, {_loss_expr('metric')} AS quality_loss
+        FROM _trials_keys
+        WHERE status = '{OK}' AND speedup IS NOT NULL
+    ) WHERE quality_loss IS NOT NULL"""
+
+_T_GROUP = ", ".join("t." + _ident(c) for c in BOUND_GROUP)
+_ON = " AND ".join(f"p.{_ident(c)} IS NOT DISTINCT FROM b.{_ident(c)}" for c in BOUND_GROUP)
+# Loss buckets per unit of loss for the Pareto pre-filter (any width is exact; this one
+# suits losses in [0, 1]).
+_BUCKETS = 1000
+
 _MACROS = f"""
 CREATE OR REPLACE MACRO bounds_at(budget, metric) AS TABLE
-SELECT * EXCLUDE (_rank) FROM (
-    SELECT *,
-           row_number() OVER (PARTITION BY {_GROUP}
-                              ORDER BY speedup DESC, quality_loss ASC, trial_key ASC) AS _rank,
-           count(*) FILTER (WHERE quality_loss <= budget) OVER (PARTITION BY {_GROUP}) AS n_in_budget
-    FROM (
-        SELECT *, metric AS metric, CAST(budget AS DOUBLE) AS budget,
-               {_loss_expr('metric')} AS quality_loss,
-               count(*) OVER (PARTITION BY {_GROUP}) AS n_ok
-        FROM trials
-        WHERE status = '{OK}' AND speedup IS NOT NULL AND {_loss_expr('metric')} IS NOT NULL
-    )
-    WHERE quality_loss <= budget
+WITH per_config AS (
+    SELECT {_GROUP},
+           -- the fastest point within budget; ties: lower loss, then smaller trial_key
+           arg_min({{'_file': _file, '_row': _row, 'loss': quality_loss}},
+                   {{'s': -speedup, 'l': quality_loss, 'k': trial_key}})
+               FILTER (WHERE quality_loss <= budget) AS _win,
+           count(*) AS n_ok,
+           count(*) FILTER (WHERE quality_loss <= budget) AS n_in_budget
+    FROM ({_POINTS})
+    GROUP BY {_GROUP}
 )
-WHERE _rank = 1
-ORDER BY {_GROUP};
+SELECT t.* EXCLUDE (_file, _row), metric AS metric, CAST(budget AS DOUBLE) AS budget,
+       c._win.loss AS quality_loss, c.n_ok, c.n_in_budget
+FROM per_config AS c JOIN _trials_wide AS t ON t._file = c._win._file AND t._row = c._win._row
+ORDER BY {_T_GROUP};
 
 CREATE OR REPLACE MACRO pareto_at(metric) AS TABLE
-SELECT * EXCLUDE (_before, _best_here, _best_before, _first_here) FROM (
-    SELECT *,
-           -- best speedup at strictly lower loss: the running maximum seen just before
-           -- the first (fastest) point at this loss
-           first_value(_before) OVER (PARTITION BY {_GROUP}, quality_loss
-                                      ORDER BY speedup DESC, trial_key ASC) AS _best_before
-    FROM (
-        SELECT *,
-               max(speedup) OVER (PARTITION BY {_GROUP} ORDER BY quality_loss ASC, speedup DESC, trial_key ASC
-                                  ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS _before,
-               max(speedup) OVER (PARTITION BY {_GROUP}, quality_loss) AS _best_here,
-               row_number() OVER (PARTITION BY {_GROUP}, quality_loss, speedup ORDER BY trial_key) AS _first_here
-        FROM (
-            SELECT *, metric AS metric, {_loss_expr('metric')} AS quality_loss
-            FROM trials
-            WHERE status = '{OK}' AND speedup IS NOT NULL AND {_loss_expr('metric')} IS NOT NULL
-        )
-    )
+WITH points AS (
+    SELECT *, floor(quality_loss * {_BUCKETS}) AS _bucket FROM ({_POINTS})
+), buckets AS (
+    -- Sorting every point is the slow part, so first drop the points a coarser look
+    -- already rules out: one slower than the fastest point of a lower loss bucket
+    -- (whose losses are all strictly lower) is dominated. What is left is exact below.
+    SELECT {_GROUP}, _bucket,
+           max(max(speedup)) OVER (PARTITION BY {_GROUP} ORDER BY _bucket
+                                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS _lower_best
+    FROM points GROUP BY {_GROUP}, _bucket
+), candidates AS (
+    SELECT p.* FROM points AS p JOIN buckets AS b ON {_ON} AND p._bucket = b._bucket
+    WHERE b._lower_best IS NULL OR p.speedup > b._lower_best
+), ordered AS (
+    SELECT _file, _row, quality_loss, speedup,
+           -- In the order (loss up, speedup down, key up), a point is on the front when it
+           -- is faster than every point before it: those have a lower loss, or the same
+           -- loss and at least its speed (identical points: the smaller key stands for them).
+           max(speedup) OVER (PARTITION BY {_GROUP} ORDER BY quality_loss ASC, speedup DESC, trial_key ASC
+                              ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS _before
+    FROM candidates
 )
-WHERE speedup = _best_here AND _first_here = 1 AND (_best_before IS NULL OR speedup > _best_before)
-ORDER BY {_GROUP}, quality_loss ASC, speedup ASC;
+SELECT t.* EXCLUDE (_file, _row), metric AS metric, o.quality_loss
+FROM ordered AS o JOIN _trials_wide AS t ON t._file = o._file AND t._row = o._row
+WHERE o._before IS NULL OR o.speedup > o._before
+ORDER BY {_T_GROUP}, o.quality_loss ASC, o.speedup ASC;
 
 CREATE OR REPLACE VIEW bounds AS SELECT * FROM bounds_at({DEFAULT_BUDGET}, {_literal(DEFAULT_METRIC)});
 CREATE OR REPLACE VIEW pareto AS SELECT * FROM pareto_at({_literal(DEFAULT_METRIC)});
 """
+
+
+# Of several rows for one key, the one to believe.
+_TRIAL_LATEST = "(phase = 'confirm') DESC NULLS LAST, finished_at DESC NULLS LAST, started_at DESC NULLS LAST"
+# Columns the reader adds to find a row again; never shown.
+_HIDDEN = ("_file", "file_row_number", "_row")
 
 
 def check_metric(metric: str) -> str:
@@ -260,6 +286,7 @@ class Lake:
         if self.trials_table is None and self.baselines_table is None:
             raise LakeError(f"{uri!r} holds no {TRIALS_DIR}/ or {BASELINES_DIR}/ folder, so it is not a "
                             "diffaccel lake: pass the folder given to `diffaccel sweep --lake`")
+        self._db: duckdb.DuckDBPyConnection | None = None
         self._con: duckdb.DuckDBPyConnection | None = None
 
     # ------------------------------------------------------------------ listing
@@ -311,29 +338,40 @@ class Lake:
         return table
 
     # ------------------------------------------------------------------ DuckDB
-    def _projection(self, table: _Table) -> str:
+    def _projection(self, table: _Table, only: tuple[str, ...] | None = None) -> str:
         """Every schema column in schema order (NULL where no file has it), then extras."""
         cols = []
         for f in table.schema:
+            if only is not None and f.name not in only:
+                continue
             typ = _duck_type(f.type)
             if f.name in table.columns or (f.name in table.partitions and table.files):
                 cols.append(f"CAST({_ident(f.name)} AS {typ}) AS {_ident(f.name)}")
             else:
                 cols.append(f"CAST(NULL AS {typ}) AS {_ident(f.name)}")
-        cols += [_ident(n) for n in table.columns if n not in table.schema.names and n not in table.partitions]
-        return ",\n       ".join(cols)
+        if only is None:
+            cols += [_ident(n) for n in table.columns
+                     if n not in table.schema.names and n not in table.partitions and n not in _HIDDEN]
+        return ", ".join(cols)
 
     def _raw_source(self, con: duckdb.DuckDBPyConnection, table: _Table) -> str:
-        """A FROM clause over every accepted file of `table`."""
+        """A FROM clause over every accepted file of `table`, with each row's file and
+        row number (`_file`, `file_row_number`) so a row can be found again cheaply."""
         if not table.files:
-            return "(SELECT 1) AS empty WHERE false"
+            return ("(SELECT CAST(NULL AS VARCHAR) AS _file, CAST(NULL AS BIGINT) AS file_row_number) "
+                    "AS empty WHERE false")
         if self.local:
             files = ", ".join(_literal(p) for p in table.files)
             hive_types = ", ".join(f"{_literal(p)}: 'VARCHAR'" for p in table.partitions)
             return (f"read_parquet([{files}], hive_partitioning = true, union_by_name = true, "
-                    f"hive_types = {{{hive_types}}}, hive_types_autocast = false)")
+                    f"hive_types = {{{hive_types}}}, hive_types_autocast = false, "
+                    f"filename = '_file', file_row_number = true)")
+        # Not local: read through pyarrow and keep a copy in the database, which every
+        # connection of this lake shares (a registered Arrow object would be one's only).
         name = f"_{table.name}_arrow"
-        con.register(name, self._arrow(table))
+        con.register("_arrow_in", self._arrow(table))
+        con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _arrow_in")
+        con.unregister("_arrow_in")
         return name
 
     def _arrow(self, table: _Table) -> pa.Table:
@@ -344,31 +382,55 @@ class Lake:
             for k, v in _partition_values(path[len(base) + 1:], table.partitions).items():
                 if k not in t.column_names:
                     t = t.append_column(k, pa.array([v] * t.num_rows, pa.string()))
+            t = t.append_column("_file", pa.array([path] * t.num_rows, pa.string()))
+            t = t.append_column("file_row_number", pa.array(range(t.num_rows), pa.int64()))
             parts.append(t)
         return pa.concat_tables(parts, promote_options="permissive")
 
     def _setup(self, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
-        # Timestamps in the lake are UTC; show them so whatever the host's zone.
         con.execute("SET TimeZone = 'UTC'")
-        for table, latest in ((self.trials_table, "(phase = 'confirm') DESC NULLS LAST, "
-                                                  "finished_at DESC NULLS LAST, started_at DESC NULLS LAST"),
-                              (self.baselines_table, "created_at DESC NULLS LAST")):
+        specs = (
+            (self.trials_table, TRIALS_DIR, TRIAL_SCHEMA, TRIAL_PARTITIONS, "trial_key", _TRIAL_LATEST,
+             ("trial_key", "status", "speedup", *BOUND_GROUP, *(f"quality_loss_{m}" for m in BUDGET_METRICS),
+              "phase", "finished_at", "started_at")),
+            (self.baselines_table, BASELINES_DIR, BASELINE_SCHEMA, BASELINE_PARTITIONS, "baseline_key",
+             "created_at DESC NULLS LAST", ("baseline_key", "created_at")),
+        )
+        for table, name, schema, parts, key, latest, narrow in specs:
             if table is None:  # a lake with baselines only, or trials only
-                schema, parts, subdir, key = ((TRIAL_SCHEMA, TRIAL_PARTITIONS, TRIALS_DIR, "trial_key")
-                                              if latest.startswith("(phase") else
-                                              (BASELINE_SCHEMA, BASELINE_PARTITIONS, BASELINES_DIR, "baseline_key"))
-                table = _Table(subdir, schema, parts, key)
-            all_view = "trials_all" if table.name == TRIALS_DIR else "baselines_all"
-            con.execute(f"CREATE OR REPLACE VIEW {all_view} AS\nSELECT {self._projection(table)}\n"
-                        f"FROM {self._raw_source(con, table)}")
-            con.execute(f"CREATE OR REPLACE VIEW {table.name} AS SELECT * FROM {all_view} "
-                        f"QUALIFY row_number() OVER (PARTITION BY {_ident(table.key)} ORDER BY {latest}) = 1")
+                table = _Table(name, schema, parts, key)
+            raw = self._raw_source(con, table)
+            con.execute(f"CREATE OR REPLACE VIEW _{name}_wide AS SELECT _file, file_row_number AS _row, "
+                        f"{self._projection(table)} FROM {raw}")
+            # A table, not a view: the lake is read as of opening (the file list is fixed
+            # then), and every later query reuses this narrow index instead of sorting again.
+            # Most keys are stored once; only the re-measured ones need sorting.
+            con.execute(f"""
+                CREATE OR REPLACE TABLE _{name}_keys AS
+                WITH rows AS (SELECT _file, file_row_number AS _row, {self._projection(table, narrow)} FROM {raw}),
+                     again AS (SELECT {_ident(key)} FROM rows GROUP BY {_ident(key)} HAVING count(*) > 1)
+                SELECT * FROM rows ANTI JOIN again USING ({_ident(key)})
+                UNION ALL
+                SELECT * FROM (SELECT * FROM rows SEMI JOIN again USING ({_ident(key)}))
+                QUALIFY row_number() OVER (PARTITION BY {_ident(key)} ORDER BY {latest}) = 1""")
+            con.execute(f"CREATE OR REPLACE VIEW {name}_all AS SELECT * EXCLUDE (_file, _row) FROM _{name}_wide")
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * EXCLUDE (_file, _row) FROM _{name}_wide "
+                        f"WHERE (_file, _row) IN (SELECT (_file, _row) FROM _{name}_keys)")
         con.execute(_MACROS)
         return con
 
     def connect(self) -> duckdb.DuckDBPyConnection:
-        """A new in-memory DuckDB connection with the lake's views and macros."""
-        return self._setup(duckdb.connect())
+        """A new DuckDB connection with the lake's views and macros.
+
+        Connections share one in-memory database per opened lake, so the views and the
+        deduplicated index are built once.
+        """
+        if self._db is None:
+            self._db = self._setup(duckdb.connect())
+        cur = self._db.cursor()
+        # Timestamps in the lake are UTC; show them so whatever the host's zone.
+        cur.execute("SET TimeZone = 'UTC'")
+        return cur
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
