@@ -177,5 +177,9 @@ def trial(
     sys.stdout.flush()
 
 
+from sweep.driver import sweep_cmd  # noqa: E402
+
+app.command("sweep")(sweep_cmd)
+
 if __name__ == "__main__":
     app()
