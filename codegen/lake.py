@@ -264,7 +264,7 @@ class Lake:
         self.uri = uri
         self.on_bad_file = on_bad_file
         if filesystem is not None:
-            self.fs, self.root = filesystem, uri.rstrip("/") or "/"
+            self.fs, self.root = filesystem, uri.rstrip("/")
         elif "://" in uri:
             try:
                 self.fs, self.root = pafs.FileSystem.from_uri(uri)
@@ -274,7 +274,7 @@ class Lake:
         else:
             self.fs, self.root = pafs.LocalFileSystem(), os.path.abspath(uri)
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
-        info = self.fs.get_file_info(self.root)
+        info = self.fs.get_file_info(self.root or "/")
         if info.type == pafs.FileType.NotFound:
             raise LakeError(f"no lake at {uri!r}: the folder does not exist. Check the path, or write "
                             "one with `diffaccel sweep SPEC --lake PATH`")
@@ -290,6 +290,10 @@ class Lake:
         self._con: duckdb.DuckDBPyConnection | None = None
 
     # ------------------------------------------------------------------ listing
+    def _path(self, subdir: str) -> str:
+        root = self.root.rstrip("/")
+        return f"{root}/{subdir}" if root else subdir
+
     def _bad(self, path: str, why: str) -> None:
         msg = f"{path}: {why}"
         if self.on_bad_file == "error":
@@ -297,7 +301,7 @@ class Lake:
         warnings.warn(f"skipping {msg}", LakeWarning, stacklevel=4)
 
     def _scan(self, subdir: str, schema: pa.Schema, partitions: tuple[str, ...], key: str) -> _Table | None:
-        base = f"{self.root.rstrip('/')}/{subdir}"
+        base = self._path(subdir)
         if self.fs.get_file_info(base).type != pafs.FileType.Directory:
             return None
         table = _Table(subdir, schema, partitions, key)
@@ -375,7 +379,7 @@ class Lake:
         return name
 
     def _arrow(self, table: _Table) -> pa.Table:
-        base = f"{self.root.rstrip('/')}/{table.name}"
+        base = self._path(table.name)
         parts = []
         for path in table.files:
             t = pq.read_table(path, filesystem=self.fs)
