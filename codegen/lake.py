@@ -423,17 +423,24 @@ class Lake:
         con.execute(_MACROS)
         return con
 
-    def connect(self) -> duckdb.DuckDBPyConnection:
-        """A new DuckDB connection with the lake's views and macros.
+    def connect(self, budget: float = DEFAULT_BUDGET, metric: str = DEFAULT_METRIC) -> duckdb.DuckDBPyConnection:
+        """A new DuckDB connection with the lake's views and macros; its `bounds` and
+        `pareto` views use `budget` and `metric`.
 
         Connections share one in-memory database per opened lake, so the views and the
         deduplicated index are built once.
         """
+        budget, metric = check_budget(budget), check_metric(metric)
         if self._db is None:
             self._db = self._setup(duckdb.connect())
         cur = self._db.cursor()
         # Timestamps in the lake are UTC; show them so whatever the host's zone.
         cur.execute("SET TimeZone = 'UTC'")
+        if (budget, metric) != (DEFAULT_BUDGET, DEFAULT_METRIC):
+            # Temporary views belong to this connection alone and shadow the shared ones.
+            # Both values are checked above, so writing them into SQL is safe.
+            cur.execute(f"CREATE TEMP VIEW bounds AS SELECT * FROM bounds_at({budget!r}, {_literal(metric)})")
+            cur.execute(f"CREATE TEMP VIEW pareto AS SELECT * FROM pareto_at({_literal(metric)})")
         return cur
 
     @property

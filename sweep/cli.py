@@ -181,5 +181,9 @@ from sweep.driver import sweep_cmd  # noqa: E402
 
 app.command("sweep")(sweep_cmd)
 
+from codegen.query import query_cmd  # noqa: E402
+
+app.command("query")(query_cmd)
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,68 @@
+"""`diffaccel query`: SQL over the lake, through the views `codegen.lake` sets up.
+
+    diffaccel query --lake lake "SELECT method, max(speedup) FROM bounds GROUP BY method"
+    diffaccel query --lake lake --format csv --budget 0.05 --metric clip "SELECT * FROM bounds"
+
+Views: trials, trials_all, baselines, baselines_all, bounds, pareto; table macros
+bounds_at(budget, metric) and pareto_at(metric). See docs/lake.md.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pandas as pd
+import typer
+
+FORMATS = ("table", "csv", "json")
+
+
+def write_frame(df: pd.DataFrame, fmt: str, out=None) -> None:
+    """A query result as an aligned table, CSV or JSON records (ISO times, null for NaN)."""
+    out = out or sys.stdout
+    if fmt == "csv":
+        out.write(df.to_csv(index=False))
+    elif fmt == "json":
+        out.write(df.to_json(orient="records", date_format="iso", indent=2) + "\n")
+    elif df.empty:
+        out.write(f"(no rows; columns: {', '.join(map(str, df.columns))})\n")
+    else:
+        out.write(df.to_string(index=False, max_colwidth=60, float_format=lambda x: f"{x:.4g}") + "\n")
+        out.write(f"({len(df)} row{'s' if len(df) != 1 else ''})\n")
+
+
+def query_cmd(
+    sql: str = typer.Argument(..., help="DuckDB SQL over the views trials, baselines, bounds, pareto, ..."),
+    lake: str = typer.Option(..., "--lake", help="lake folder or pyarrow.fs URI (file://, s3://, ...)"),
+    fmt: str = typer.Option("table", "--format", help="table, csv or json"),
+    budget: float = typer.Option(0.02, help="quality budget of the `bounds` view"),
+    metric: str = typer.Option("ssim", help="quality metric of the `bounds` and `pareto` views: ssim or clip"),
+    strict: bool = typer.Option(False, help="fail on a file the lake should not hold instead of skipping it"),
+) -> None:
+    """Run SQL over the lake (views trials, trials_all, baselines, bounds, pareto)."""
+    import warnings
+
+    import duckdb
+
+    from codegen.lake import LakeError, LakeWarning, open_lake
+
+    def fail(message: str) -> typer.Exit:
+        typer.echo(f"error: {message}", err=True)
+        return typer.Exit(2)
+
+    if fmt not in FORMATS:
+        raise fail(f"--format {fmt!r} is unknown: use one of {', '.join(FORMATS)}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LakeWarning)
+        try:
+            con = open_lake(lake, on_bad_file="error" if strict else "warn").connect(budget=budget, metric=metric)
+        except LakeError as err:
+            raise fail(str(err)) from None
+    for w in caught:
+        typer.echo(f"warning: {w.message}", err=True)
+    try:
+        df = con.execute(sql).df()
+    except duckdb.Error as err:
+        raise fail(f"the query failed: {err}\nViews: trials, trials_all, baselines, baselines_all, bounds, "
+                   "pareto; macros bounds_at(budget, metric), pareto_at(metric). See docs/lake.md.") from None
+    write_frame(df, fmt)
