@@ -58,10 +58,14 @@ class Progress:
     def __init__(self, state: SweepState, enabled: bool = True, stream=None):
         self.state = state
         self.enabled = enabled
-        self.stream = stream or sys.stderr
+        # Looked up at each write: Tune pickles its callbacks, and a stream cannot be.
+        self._stream = stream
         self.start = time.monotonic()
         self.executed_at_start = self._executed()
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+
+    @property
+    def stream(self):
+        return self._stream or sys.stderr
 
     def _executed(self) -> int:
         c = self.state.counts()
@@ -84,7 +88,8 @@ class Progress:
     def update(self, final: bool = False) -> None:
         if not self.enabled:
             return
-        end = "\n" if final or not self.tty else "\r"
+        tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        end = "\n" if final or not tty else "\r"
         self.stream.write(self.line() + end)
         self.stream.flush()
 

@@ -1,0 +1,82 @@
+"""The sweep on a real local Ray (shared by the module): rows, reruns, early stopping."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+from sweep_helpers import baseline_rows, expected_keys, tiny_spec, trial_rows
+
+from sweep.driver import run_sweep, trial_resources
+from sweep.lake_schema import CONFIRM, OK, PRUNED, SCREEN, STOPPED
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def test_tiny_sweep_writes_expected_rows_and_a_rerun_writes_none(local_ray, tmp_path):
+    spec = tiny_spec()
+    lake = tmp_path / "lake"
+    summary = run_sweep(spec, str(lake), progress=False)
+    rows = trial_rows(lake)
+    screen = [r for r in rows if r["phase"] == SCREEN]
+    confirm = [r for r in rows if r["phase"] == CONFIRM]
+    # Generous budget: every point passes, one screen row per point, keys as computed.
+    assert {r["trial_key"] for r in screen} == expected_keys(spec)
+    assert len(screen) == 4 and all(r["status"] == OK and r["final"] is False for r in screen)
+    assert all(r["speedup"] > 0 and r["n_pairs"] == 2 and r["n_prompts"] == 2 for r in screen)
+    # The bound-deciding point is confirmed under the same key, final, with more pairs allowed.
+    assert len(confirm) == 1 and confirm[0]["final"] is True
+    assert confirm[0]["trial_key"] in {r["trial_key"] for r in screen}
+    assert summary.rows_written == len(rows) == 5
+    base = baseline_rows(lake)
+    assert len(base) == 1 and base[0]["baseline_key"] == screen[0]["baseline_key"]
+
+    files = sorted(p.name for p in lake.rglob("*.parquet"))
+    again = run_sweep(spec, f"file://{lake}", progress=False)  # the same lake as a URI
+    assert again.rows_written == 0 and again.skipped == 4
+    assert sorted(p.name for p in lake.rglob("*.parquet")) == files
+
+
+def test_early_stopping_and_pruning_cut_the_work(local_ray, tmp_path):
+    # A budget below what any DeepCache point reaches on the tiny model: the gentlest
+    # point stops after one prompt and prunes every other point.
+    budget = {"quality": {"metric": "ssim", "budgets": [0.00002]}}
+    pruned = run_sweep(tiny_spec(**budget), str(tmp_path / "pruned"), progress=False)
+    exhaustive = run_sweep(tiny_spec(**budget, early_stop={"enabled": False, "prune": False}),
+                           str(tmp_path / "exhaustive"), progress=False)
+
+    p_rows, e_rows = trial_rows(tmp_path / "pruned"), trial_rows(tmp_path / "exhaustive")
+    statuses = collections.Counter(r["status"] for r in p_rows)
+    assert statuses[STOPPED] > 0 and statuses[PRUNED] > 0, statuses
+    assert {r["trial_key"] for r in p_rows} == {r["trial_key"] for r in e_rows}  # every point has a row
+    assert all(r["status"] == OK for r in e_rows)
+    for r in p_rows:
+        if r["status"] == PRUNED:
+            assert r["stop_reason"].startswith("dominated by DC") and r["n_prompts"] is None
+        if r["status"] == STOPPED:
+            assert r["speedup"] is None and r["n_pairs"] is None and r["n_prompts"] < 2
+
+    def work(summary):
+        prompts = sum(t.get("prompts_done") or 0 for t in summary.trial_seconds)
+        timed = sum(1 for t in summary.trial_seconds if t.get("timed_seconds"))
+        return prompts, timed
+
+    p_prompts, p_timed = work(pruned)
+    e_prompts, e_timed = work(exhaustive)
+    assert p_prompts < e_prompts and p_timed < e_timed, (p_prompts, e_prompts, p_timed, e_timed)
+
+
+def test_trial_resources_use_one_gpu_each_or_cpus():
+    res, fits, note = trial_resources({"CPU": 16, "GPU": 4}, cpus_per_trial=2)
+    assert res == {"GPU": 1, "CPU": 1} and fits == 4
+    res, fits, note = trial_resources({"CPU": 4}, cpus_per_trial=2)
+    assert res == {"CPU": 2} and fits == 2 and "no GPU" in note
+    with pytest.raises(ValueError, match="lower --cpus-per-trial"):
+        trial_resources({"CPU": 1}, cpus_per_trial=2)
