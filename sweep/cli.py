@@ -185,5 +185,9 @@ from codegen.query import query_cmd  # noqa: E402
 
 app.command("query")(query_cmd)
 
+from codegen.report import report_cmd  # noqa: E402
+
+app.command("report")(report_cmd)
+
 if __name__ == "__main__":
     app()

@@ -57,3 +57,37 @@ def baseline(model: str = "sd15", scheduler: str = "ddim", steps: int = 20, devi
         "versions_json": json.dumps(VERSIONS), "torch_version": VERSIONS["torch"],
         "diffusers_version": VERSIONS["diffusers"], "created_at": T0 + timedelta(minutes=minute),
     }
+
+
+def demo_rows(seed: int = 0, preset: str = "hub") -> list[dict[str, Any]]:
+    """A small sweep's worth of rows: two GPUs, two models, two schedulers, two step counts,
+    three method combinations over a parameter grid, with some stopped, pruned and failed."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    minute = 0
+    grids = {
+        "deepcache": [{"cache_interval": i, "cache_branch_id": b} for i in (2, 3, 4, 5, 6) for b in (0, 2)],
+        "tgate": [{"gate_step": g, "sp_interval": s} for g in (4, 6, 8, 10) for s in (1, 3)],
+        "deepcache+tgate": [{"cache_interval": i, "gate_step": g} for i in (2, 3, 4) for g in (6, 10)],
+    }
+    for device_kind, speed in (("H100", 1.0), ("H200", 1.08)):
+        for model in ("sd15", "sdxl"):
+            for scheduler in ("ddim", "dpmpp"):
+                for steps in (20, 50):
+                    for method, points in grids.items():
+                        for params in points:
+                            aggr = sum(v for k, v in params.items() if k in ("cache_interval", "sp_interval"))
+                            aggr += sum(12 - v for k, v in params.items() if k in ("gate_step",))
+                            aggr -= params.get("cache_branch_id", 0)
+                            su = speed * (1 + 0.18 * aggr * (steps / 35) ** 0.3) * rng.uniform(0.95, 1.05)
+                            loss = max(0.0, 0.0035 * aggr * (20 / steps) ** 0.5 * rng.uniform(0.7, 1.3))
+                            status = rng.choices(["ok", "stopped", "pruned", "failed"], [85, 6, 6, 3])[0]
+                            minute += 1
+                            rows.append(trial(method, params, model=model, scheduler=scheduler, steps=steps,
+                                              resolution=512 if model == "sd15" else 1024,
+                                              device_kind=device_kind, speedup=round(su, 3),
+                                              loss=round(loss, 4), status=status, minute=minute,
+                                              preset=preset, sweep_id="demo"))
+    return rows
