@@ -171,8 +171,11 @@ class SweepSummary:
     resources: dict[str, Any]
     # trial key -> node id that ran it, and the timed seconds per trial (for the bench)
     nodes: dict[str, str] = field(default_factory=dict)
+    cluster_nodes: dict[str, dict[str, float]] = field(default_factory=dict)  # node id -> resources
     trial_seconds: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    fit_wall_s: float = 0.0  # time inside Tune (the trials), without Ray start-up and the probe
+    concurrency: int = 0
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=2, default=str)
@@ -288,6 +291,8 @@ def run_sweep(spec: SweepSpec, lake_uri: str, *, address: str | None = None,
                            stored=stored_outcomes(lake, spec.metric))
         summary = SweepSummary(ctx.sweep_id, state.total, {}, state.skipped, 0, 0, 0.0,
                                device["device_kind"], dict(resources), notes=list(plan.notes))
+        summary.concurrency = concurrency
+        summary.cluster_nodes = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n.get("Alive")}
         prog = Progress(state, enabled=progress)
         sink = LakeSink(lake, ctx, state, prog, summary)
         if progress and state.skipped:
@@ -311,7 +316,9 @@ def run_sweep(spec: SweepSpec, lake_uri: str, *, address: str | None = None,
                     checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
                 ),
             )
+            fit_start = time.monotonic()
             tuner.fit()
+            summary.fit_wall_s = time.monotonic() - fit_start
         sink.flush_pruned()
         prog.update(final=True)
         summary.counts = state.counts()

@@ -102,7 +102,11 @@ class LakeSink(Callback):
         self.summary.trial_seconds.append({"key": task.key, "phase": task.phase, "status": row["status"],
                                            "gpu_seconds": row.get("gpu_seconds"),
                                            "timed_seconds": result.get("timed_seconds"),
-                                           "prompts_done": result.get("prompts_done")})
+                                           "prompts_done": result.get("prompts_done"),
+                                           "trial_seconds": result.get("trial_seconds"),
+                                           "load_seconds": result.get("load_seconds"),
+                                           "inference_seconds": result.get("inference_seconds"),
+                                           "gpu_ids": result.get("gpu_ids"), "node_id": result.get("node_id")})
         self.state.complete(task, outcome_of(row, self.ctx.spec.metric))
         self._write([row])
 

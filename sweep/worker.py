@@ -97,8 +97,10 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     session = session_for(cfg, settings["dtype"], settings.get("clip_model"))
     load_s = time.monotonic() - t0
     prompts, seeds = evaluation_pairs(settings["prompts"], settings["seeds"])
-    common = {"node_id": ray.get_runtime_context().get_node_id(), "key": config["key"]}
+    common = {"node_id": ray.get_runtime_context().get_node_id(), "key": config["key"],
+              "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
 
+    t_infer = time.monotonic()
     summary = None
     status, stop_reason = OK, None
     done = 0
@@ -125,6 +127,7 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
             pairs = {"min_pairs": m["screen_pairs"], "max_pairs": m["screen_pairs"]}
         speed = session.speed(acc, prompt=prompts[0], seed=seeds[0], target_halfwidth=m["ci_target"], **pairs)
         timed_s = sum(speed.baseline_times) + sum(speed.accel_times)
+    inference_s = time.monotonic() - t_infer
     session.release()
     row = session.trial_row(acc, quality=summary, speed=speed, compute_ratio=ratio, status=status,
                             phase=phase, final=phase == CONFIRM, sweep_id=settings["sweep_id"],
@@ -134,6 +137,7 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
         common["key_mismatch"] = True
     report: dict[str, Any] = {"row_json": json.dumps(row, default=str), "prompts_done": done,
                               "timed_seconds": timed_s, "load_seconds": load_s,
+                              "inference_seconds": inference_s,
                               "trial_seconds": time.monotonic() - t0, **common}
     if not _SESSION["baseline_sent"] and session.baseline_key not in settings.get("known_baselines", ()):
         base = session.baseline_row(sweep_id=settings["sweep_id"], runs=settings["measure"]["screen_pairs"])
