@@ -126,7 +126,8 @@ def steps_chart(path: Path, title: str, bounds: pd.DataFrame) -> None:
     n = max(len(schedulers), 1)
     cols = min(n, 3)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.4 * rows), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.8 * cols, 3.0 * rows + 0.8), squeeze=False, sharey=True,
+                             layout="constrained")
     for ax, sched in zip(axes.flat, schedulers, strict=False):
         sub = bounds[bounds["scheduler"] == sched]
         for combo, pts in sorted(sub.groupby("method"), key=lambda kv: method_color_order(kv[0])):
@@ -139,16 +140,13 @@ def steps_chart(path: Path, title: str, bounds: pd.DataFrame) -> None:
         ax.set_ylabel("max speedup within budget (×)")
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
-    handles, labels = {}, {}
+    legend = {}
     for ax in axes.flat:
-        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-            handles.setdefault(lab, h)
-            labels[lab] = lab
-    fig.legend(list(handles.values()), list(labels), loc="upper center", ncol=min(len(labels), 4),
-               bbox_to_anchor=(0.5, 1.0))
-    fig.suptitle(title, y=1.0 + 0.06 / rows, fontsize=13)
-    fig.tight_layout(rect=(0, 0, 1, 0.92))
-    fig.savefig(path, bbox_inches="tight")
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    fig.suptitle(title, fontsize=13)
+    fig.legend(list(legend.values()), list(legend), loc="outside lower center", ncol=min(len(legend), 4))
+    fig.savefig(path)
     plt.close(fig)
 
 
@@ -249,6 +247,7 @@ TEMPLATE = """<!doctype html>
   td.best { background: #e7f6ea; font-weight: 700; }
   td small { display: block; color: #6b7385; font-weight: 400; font-size: 12px; }
   .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 16px; }
+  .grid.wide { grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); }
   figure { background: #fff; border: 1px solid #dfe3ec; border-radius: 8px; margin: 0; padding: 8px; }
   figure img { width: 100%; height: auto; display: block; }
   figcaption { color: #5b6475; font-size: 13px; padding: 4px 6px 0; }
@@ -300,7 +299,9 @@ best point within it (star).{% if n_hidden %} {{ n_hidden }} more configs are no
 </div>
 
 <h2>Each method's speedup across steps and schedulers</h2>
-<div class="grid">
+<p class="muted">The maximum speedup within budget of each method combination, by number of sampling steps, one
+panel per scheduler.</p>
+<div class="grid wide">
 {% for f in step_charts %}<figure><img src="{{ f.src }}" alt="{{ f.title }}"><figcaption>{{ f.title }}</figcaption></figure>
 {% endfor %}
 </div>
