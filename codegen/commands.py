@@ -94,7 +94,7 @@ def tasks_cmd(
 ) -> None:
     """Benchmark tasks from the lake's bounds: one per config and scale, with reference parameters."""
     from codegen.lake import LakeError
-    from codegen.tasks import build_tasks, grid_configs, missing_specs, parse_scales, write_tasks
+    from codegen.tasks import build_tasks, grid_configs, missing_specs, parse_scales, read_trials, write_tasks
     from sweep.catalog import ConfigError
 
     _choice(strategy, STRATEGIES, "--strategy")
@@ -112,7 +112,7 @@ def tasks_cmd(
         elif spec is not None:
             raise _fail("--spec is only read by --strategy grid: add --strategy grid or drop --spec")
         lk = _open(lake)
-        tasks = build_tasks(lk.trials(), budget=budget, metric=metric, scales=scale_values, policy=policy,
+        tasks = build_tasks(read_trials(lk), budget=budget, metric=metric, scales=scale_values, policy=policy,
                             grid=grid)
     except (ConfigError, LakeError) as e:
         raise _fail(str(e)) from None
@@ -145,7 +145,7 @@ def codegen_cmd(
     """Render one runnable script per feasible task; record every other task with its reason."""
     from codegen.lake import LakeError
     from codegen.scripts import write_batch
-    from codegen.tasks import read_tasks, task_for_request
+    from codegen.tasks import read_tasks, read_trials, task_for_request
     from codegen.texts import parse
     from sweep.catalog import ConfigError
 
@@ -157,7 +157,7 @@ def codegen_cmd(
             if lake is None:
                 raise _fail("--task needs --lake L: the lake to find the parameters in")
             req = parse(task)
-            items = [task_for_request(_open(lake).trials(), req, policy=policy)]
+            items = [task_for_request(read_trials(_open(lake)), req, policy=policy)]
         else:
             if lake is not None:
                 raise _fail("--lake is only read with --task; a tasks file already holds its answers")

@@ -72,11 +72,14 @@ def choose(
     requested: float,
     policy: str = DEFAULT_POLICY,
     invalid: Callable[[Point], str | None] = lambda p: None,
+    *,
+    best: bool = True,
 ) -> Choice:
     """Pick the point for a request among `points` (all already within budget).
 
     `invalid(point)` returns why a point cannot be used, or None; it is called only on
     the points the policy reaches, since validating a whole lake would be slow.
+    `best=False` skips finding the best reachable speedup (when the caller knows it).
     """
     check_policy(policy)
     passed: list[tuple[Point, str]] = []
@@ -94,12 +97,12 @@ def choose(
         if why(p) is None:
             chosen = p
             break
-    best = None
-    for p in sorted(points, key=_order("max-speedup")):
+    top = None
+    for p in sorted(points, key=_order("max-speedup")) if best else ():
         if why(p) is None:
-            best = p.speedup
+            top = p.speedup
             break
-    return Choice(chosen, best, passed)
+    return Choice(chosen, top, passed)
 
 
 __all__ = ["DEFAULT_POLICY", "POLICIES", "Choice", "Point", "check_policy", "choose"]

@@ -74,7 +74,10 @@ def py_literal(value: Any) -> str:
 
 def comment_text(value: Any) -> str:
     """One printable line: a comment cannot be ended early, so it cannot carry code."""
-    return "".join(ch if ch.isprintable() else " " for ch in str(value))
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else " " for ch in text)
 
 
 def environment() -> jinja2.Environment:

@@ -30,12 +30,13 @@ from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from codegen import texts
 from codegen.lake import check_budget, check_metric
 from codegen.policy import DEFAULT_POLICY, Point, check_policy, choose
 from sweep.catalog import (
     PARAM_OWNER,
-    PARAMS,
     Acceleration,
     ConfigError,
     canonical_combo,
@@ -43,7 +44,7 @@ from sweep.catalog import (
     family,
     stable_hash,
 )
-from sweep.lake_schema import BOUND_GROUP, OK
+from sweep.lake_schema import BOUND_GROUP, BUDGET_METRICS, OK, PARAM_COLUMNS
 
 FEASIBLE, INFEASIBLE, MISSING, TRIVIAL = "feasible", "infeasible", "missing", "trivial"
 TASK_STATUSES = (FEASIBLE, INFEASIBLE, MISSING, TRIVIAL)
@@ -175,20 +176,26 @@ def row_params(row: Mapping[str, Any]) -> dict[str, Any]:
     return params
 
 
-def point_problem(row: Mapping[str, Any]) -> str | None:
-    """Why a lake row cannot be a reference solution (None when it can)."""
+def point_check(row: Mapping[str, Any]) -> tuple[Acceleration | None, str | None]:
+    """(the point, None) for a row that can be a reference solution, else (None, why)."""
     try:
         acc = Acceleration.from_params(row["method"], row_params(row), model=row["model"],
                                        steps=int(row["steps"]))
     except (ConfigError, KeyError, TypeError, ValueError) as e:
-        return str(e)
+        return None, str(e)
     if row.get("tag") and row["tag"] != acc.tag:
-        return f"stored tag {row['tag']!r} does not match its parameters ({acc.tag})"
-    return None
+        return None, f"stored tag {row['tag']!r} does not match its parameters ({acc.tag})"
+    return acc, None
 
 
 def _native(value: Any) -> Any:
-    if value is None:
+    """A plain Python value (None for any missing value) from what pandas hands out."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool:
+        return value
+    if kind is float:
+        return None if value != value else value
+    if value is None or value is pd.NA or value is pd.NaT:
         return None
     if hasattr(value, "isoformat"):
         return value.isoformat()
@@ -199,13 +206,11 @@ def _native(value: Any) -> Any:
     return value
 
 
-def choice_of(row: Mapping[str, Any], loss_col: str) -> dict[str, Any]:
-    params = row_params(row)
-    acc = Acceleration.from_params(row["method"], params)
-    clean = {p: PARAMS[PARAM_OWNER[p]][p].coerce(v) for p, v in params.items()}
+def choice_of(row: Mapping[str, Any], loss_col: str, acc: Acceleration | None = None) -> dict[str, Any]:
+    acc = acc or Acceleration.from_params(row["method"], row_params(row))
     return {
         "method": acc.combo,
-        "params": clean,
+        "params": acc.params,
         "tag": acc.tag,
         "speedup": _native(row.get("speedup")),
         "speedup_ci_low": _native(row.get("speedup_ci_low")),
@@ -227,17 +232,44 @@ def choice_of(row: Mapping[str, Any], loss_col: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------ building
 
 
+# The columns a task reads from a trial row; the rest of the lake's columns stay in the lake.
+_ROW_COLUMNS = (*BOUND_GROUP, "trial_key", "tag", "speedup", "speedup_ci_low", "speedup_ci_high",
+                *(f"quality_loss_{m}" for m in BUDGET_METRICS), "device", "preset", "model_path", "dtype",
+                "guidance_scale", "phase", "n_prompts", "finished_at", "params_json", *PARAM_COLUMNS)
+
+
+# What `build_tasks` and `task_for_request` read: select these from the lake's trials view.
+TRIAL_COLUMNS = ("status", *_ROW_COLUMNS)
+
+
+def read_trials(lake) -> pd.DataFrame:
+    """The trials (one row per trial key) of an open `codegen.lake` lake, only the columns
+    tasks read: a lake row holds some eighty columns, most of them not needed here."""
+    cols = ", ".join(f'"{c}"' for c in TRIAL_COLUMNS)
+    return lake.sql(f"SELECT {cols} FROM trials ORDER BY trial_key")
+
+
+class _Rows:
+    """Rows of a frame as dicts of plain Python values, built only for the rows asked for
+    (a lake holds far more points than a task batch ever looks at)."""
+
+    def __init__(self, df):
+        self.cols = {c: df[c].tolist() for c in _ROW_COLUMNS if c in df.columns}
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {c: _native(v[i]) for c, v in self.cols.items()}
+
+
 @dataclass
 class _Config:
     key: dict[str, Any]
-    rows: list[dict[str, Any]]  # ok rows within budget (any validity)
+    points: list[Point]  # ok points within budget (any validity); ref indexes `rows`
+    rows: _Rows | None
     n_trials: int
     best_loss: float | None  # lowest loss among ok rows (for the no-bound reason)
 
 
 def _configs_from_trials(trials, budget: float, metric: str) -> dict[tuple, _Config]:
-    import pandas as pd
-
     loss_col = f"quality_loss_{metric}"
     out: dict[tuple, _Config] = {}
     if trials is None or len(trials) == 0:
@@ -247,16 +279,21 @@ def _configs_from_trials(trials, budget: float, metric: str) -> dict[tuple, _Con
     ok = df[(df["status"] == OK) & df["speedup"].notna() & df[loss_col].notna()]
     for key, n in df.groupby(keys, dropna=False, sort=True).size().items():
         k = {c: _native(v) for c, v in zip(keys, key, strict=True)}
-        out[tuple(k[c] for c in keys)] = _Config(k, [], int(n), None)
+        out[tuple(k[c] for c in keys)] = _Config(k, [], None, int(n), None)
     if len(ok):
         best = ok.groupby(keys, dropna=False)[loss_col].min()
         for key, value in best.items():
             out[tuple(_native(v) for v in key)].best_loss = float(value)
-    within = ok[ok[loss_col] <= budget]
-    cols = [c for c in within.columns if c in set(within.columns)]
-    records = within[cols].astype(object).where(pd.notna(within[cols]), None).to_dict("records")
-    for r in records:
-        out[tuple(_native(r[c]) for c in keys)].rows.append(r)
+    within = ok[ok[loss_col] <= budget].reset_index(drop=True)
+    if len(within) == 0:
+        return out
+    rows = _Rows(within)
+    speedup, loss = within["speedup"].tolist(), within[loss_col].tolist()
+    tkeys = within["trial_key"].fillna("").astype(str).tolist()
+    for key, idx in within.groupby(keys, dropna=False, sort=False).indices.items():
+        cfg = out[tuple(_native(v) for v in key)]
+        cfg.rows = rows
+        cfg.points = [Point(float(speedup[i]), float(loss[i]), tkeys[i], int(i)) for i in idx]
     return out
 
 
@@ -264,21 +301,23 @@ def _tasks_for_config(cfg: _Config, scales: Sequence[float], budget: float, metr
                       policy: str, speedups: Sequence[float] | None = None) -> list[Task]:
     """Tasks at `scales` × the config's bound, or (with `speedups`) at those speedups."""
     loss_col = f"quality_loss_{metric}"
-    rows = cfg.rows
-    points = [Point(float(r["speedup"]), float(r[loss_col]), str(r.get("trial_key") or ""), i)
-              for i, r in enumerate(rows)]
-    problems: dict[int, str | None] = {}
+    points = cfg.points
+    checked: dict[int, tuple[dict[str, Any], Acceleration | None, str | None]] = {}
+
+    def check(ref: int):
+        if ref not in checked:
+            row = cfg.rows[ref]
+            checked[ref] = (row, *point_check(row))
+        return checked[ref]
 
     def invalid(p: Point) -> str | None:
-        if p.ref not in problems:
-            problems[p.ref] = point_problem(rows[p.ref])
-        return problems[p.ref]
+        return check(p.ref)[2]
 
     # The bound: the highest valid speedup within budget.
     probe = choose(points, float("-inf"), "max-speedup", invalid)
     base = dict(config=dict(cfg.key), budget=budget, metric=metric, policy=policy)
     if probe.best_speedup is None:
-        if cfg.rows:
+        if points:
             why = f"every ok point within budget {texts.format_budget(budget)} ({metric}) is malformed"
         elif cfg.best_loss is not None:
             why = (f"no ok point has a {metric} quality loss within {texts.format_budget(budget)} "
@@ -286,7 +325,7 @@ def _tasks_for_config(cfg: _Config, scales: Sequence[float], budget: float, metr
         else:
             why = f"none of its {cfg.n_trials} trial(s) finished ok: see their `error` column"
         task = Task(task_id=make_task_id(cfg.key, None, budget, metric), status=INFEASIBLE, reason=why, **base)
-        task.skipped_points = _skipped(rows, problems)
+        task.skipped_points = _skipped(checked)
         return [task]
 
     bound = probe.best_speedup
@@ -309,23 +348,25 @@ def _tasks_for_config(cfg: _Config, scales: Sequence[float], budget: float, metr
             task.reason = (f"{texts.format_speedup(requested)}× is no acceleration (the config's bound "
                            f"is {bound:.3g}×): ask for more than 1×")
         else:
-            pick = choose(points, requested, policy, invalid)
+            pick = choose(points, requested, policy, invalid, best=False)  # the bound is the best
             if pick.point is None:
                 task.status = INFEASIBLE
                 task.reason = (f"no valid point within budget reaches {texts.format_speedup(requested)}×; "
                                f"the best reachable is {bound:.3f}×")
             else:
-                task.choice = choice_of(rows[pick.point.ref], loss_col)
+                row, acc, _ = check(pick.point.ref)
+                task.choice = choice_of(row, loss_col, acc)
             task.text = texts.describe(task.request(), tid)
         out.append(task)
+    skipped = _skipped(checked)
     for task in out:
-        task.skipped_points = _skipped(rows, problems)
+        task.skipped_points = skipped
     return out
 
 
-def _skipped(rows: list[dict[str, Any]], problems: Mapping[int, str | None]) -> list[dict[str, Any]]:
-    return [{"trial_key": rows[i].get("trial_key"), "tag": rows[i].get("tag"), "reason": why}
-            for i, why in sorted(problems.items()) if why is not None]
+def _skipped(checked: Mapping[int, tuple]) -> list[dict[str, Any]]:
+    return [{"trial_key": row.get("trial_key"), "tag": row.get("tag"), "reason": why}
+            for _, (row, _acc, why) in sorted(checked.items()) if why is not None]
 
 
 def build_tasks(
@@ -565,8 +606,8 @@ def read_tasks(path: str | os.PathLike) -> Iterator[Task | BadLine]:
 
 
 __all__ = [
-    "DEFAULT_SCALES", "FEASIBLE", "INFEASIBLE", "MISSING", "STRATEGIES", "TASK_STATUSES", "TRIVIAL",
+    "DEFAULT_SCALES", "FEASIBLE", "TRIAL_COLUMNS", "read_trials", "INFEASIBLE", "MISSING", "STRATEGIES", "TASK_STATUSES", "TRIVIAL",
     "BadLine", "Task", "build_tasks", "choice_of", "difficulty", "floor2",
-    "grid_configs", "make_task_id", "missing_specs", "parse_scales", "point_problem", "read_tasks",
+    "grid_configs", "make_task_id", "missing_specs", "parse_scales", "point_check", "read_tasks",
     "row_params", "scaled_speedup", "task_for_request", "write_jsonl", "write_tasks",
 ]

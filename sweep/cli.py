@@ -189,5 +189,11 @@ from codegen.report import report_cmd  # noqa: E402
 
 app.command("report")(report_cmd)
 
+from codegen.commands import bounds_cmd, codegen_cmd, tasks_cmd  # noqa: E402
+
+app.command("bounds")(bounds_cmd)
+app.command("tasks")(tasks_cmd)
+app.command("codegen")(codegen_cmd)
+
 if __name__ == "__main__":
     app()

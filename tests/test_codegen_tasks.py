@@ -6,30 +6,20 @@ import subprocess
 import sys
 
 import pytest
-import typer
 from codegen_helpers import trial_row, write_lake  # tests/ is on sys.path under pytest
 from typer.testing import CliRunner
 
-from codegen.commands import bounds_cmd, codegen_cmd, tasks_cmd
 from codegen.lake import open_lake
 from codegen.tasks import build_tasks, floor2, read_tasks, scaled_speedup
 from codegen.texts import parse
 from sweep import spec as sweep_spec
+from sweep.cli import app  # the commands as `diffaccel` registers them
 
 DC = "deepcache"
 
 
-def cli():
-    """The commands as `diffaccel` registers them (sweep/cli.py appends the same three)."""
-    app = typer.Typer()
-    app.command("bounds")(bounds_cmd)
-    app.command("tasks")(tasks_cmd)
-    app.command("codegen")(codegen_cmd)
-    return app
-
-
 def run(*args):
-    result = CliRunner().invoke(cli(), [str(a) for a in args])
+    result = CliRunner().invoke(app, [str(a) for a in args])
     return result
 
 
