@@ -254,6 +254,8 @@ def test_views_are_the_same_through_a_non_local_filesystem(tmp_path):
     # A SubTreeFileSystem is not a LocalFileSystem, so this goes through pyarrow.
     remote = open_lake("/", filesystem=pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem()))
     assert not remote.local
+    assert open_lake(f"file://{tmp_path}").local
+    pd.testing.assert_frame_equal(open_lake(f"file://{tmp_path}").bounds(), local.bounds())
     for name in ("trials", "bounds", "pareto", "baselines"):
         a, b = getattr(local, name)(), getattr(remote, name)()
         assert len(a) > 0

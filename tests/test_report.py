@@ -98,3 +98,14 @@ def test_report_renders_in_a_browser_with_every_image(report, tmp_path):
     shutil.copytree(out, broken)
     (broken / victim.name).unlink()
     assert images_state(broken / "index.html", tmp_path / "profile") == ("missing:1", n_imgs)
+
+
+def test_report_of_a_lake_with_nothing_measured(tmp_path):
+    Lake(str(tmp_path / "lake")).write_trials([trial("tgate", {"gate_step": 4}, status="failed"),
+                                               trial("tome", {"ratio": 0.5}, status="pruned")])
+    result = CliRunner().invoke(app, ["report", "--lake", str(tmp_path / "lake"), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    html = (tmp_path / "r" / "index.html").read_text()
+    assert "No trial is within the budget." in html and "<img" not in html
+    assert re.search(r"<td>s1</td><td>ToMe</td><td class=\"num\">0</td><td class=\"num\">0</td>"
+                     r"<td class=\"num\">1</td>", html)
