@@ -82,9 +82,10 @@ def _text_config(spec: dict[str, Any], vocab_size: int) -> dict[str, Any]:
     return spec
 
 
-def _build_offline(model: str, preset: str) -> dict[str, Any]:
-    """Components of an arch/tiny pipeline, on the current default device, in float32."""
+def _build_offline(model: str, preset: str, device) -> dict[str, Any]:
+    """Components of an arch/tiny pipeline; the models are created on `device`, in float32."""
     import diffusers
+    import torch
     from transformers import (
         CLIPTextConfig,
         CLIPTextModel,
@@ -96,33 +97,33 @@ def _build_offline(model: str, preset: str) -> dict[str, Any]:
     from sweep import offline_tokenizers as toks
 
     spec = model_configs.components(model, preset)
+    # Schedulers keep their tables on the CPU; only the models go to `device`.
     sched_cfg = spec["scheduler"]
-    scheduler = getattr(diffusers, sched_cfg["_class_name"]).from_config(sched_cfg)
-    vae = diffusers.AutoencoderKL.from_config(spec["vae"])
-    parts: dict[str, Any] = {"vae": vae, "scheduler": scheduler}
-
+    parts: dict[str, Any] = {"scheduler": getattr(diffusers, sched_cfg["_class_name"]).from_config(sched_cfg)}
     if catalog.family(model).has_unet:
-        parts["unet"] = diffusers.UNet2DConditionModel.from_config(spec["unet"])
         clip_vocab = toks.clip_vocab_size()
         parts["tokenizer"] = toks.clip_tokenizer(**_tokenizer_kwargs(spec["tokenizer"]))
-        te_cfg = CLIPTextConfig(**_text_config(spec["text_encoder"], clip_vocab))
+        with torch.device(device):
+            parts["vae"] = diffusers.AutoencoderKL.from_config(spec["vae"])
+            parts["unet"] = diffusers.UNet2DConditionModel.from_config(spec["unet"])
+            parts["text_encoder"] = CLIPTextModel(CLIPTextConfig(**_text_config(spec["text_encoder"], clip_vocab)))
         if model == "sdxl":
             # SDXL takes the penultimate hidden states of both encoders and the pooled,
             # projected output of the second.
-            parts["text_encoder"] = CLIPTextModel(te_cfg)
             parts["tokenizer_2"] = toks.clip_tokenizer(**_tokenizer_kwargs(spec["tokenizer_2"]))
             te2_cfg = CLIPTextConfig(**_text_config(spec["text_encoder_2"], clip_vocab))
-            parts["text_encoder_2"] = CLIPTextModelWithProjection(te2_cfg)
+            with torch.device(device):
+                parts["text_encoder_2"] = CLIPTextModelWithProjection(te2_cfg)
         else:
-            parts["text_encoder"] = CLIPTextModel(te_cfg)
-            parts["safety_checker"] = None
-            parts["feature_extractor"] = None
-            parts["requires_safety_checker"] = False
+            parts.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     else:
-        parts["transformer"] = diffusers.PixArtTransformer2DModel.from_config(spec["transformer"])
         parts["tokenizer"] = toks.t5_tokenizer()
         parts["tokenizer"].model_max_length = spec["max_sequence_length"]
-        parts["text_encoder"] = T5EncoderModel(T5Config(**_text_config(spec["text_encoder"], toks.t5_vocab_size())))
+        t5_cfg = T5Config(**_text_config(spec["text_encoder"], toks.t5_vocab_size()))
+        with torch.device(device):
+            parts["vae"] = diffusers.AutoencoderKL.from_config(spec["vae"])
+            parts["transformer"] = diffusers.PixArtTransformer2DModel.from_config(spec["transformer"])
+            parts["text_encoder"] = T5EncoderModel(t5_cfg)
     return parts
 
 
@@ -163,9 +164,9 @@ def build(
         dev = torch.device(device)
         cuda_ids = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
         # A private RNG stream: building a preset must not shift the caller's random state.
-        with torch.random.fork_rng(devices=cuda_ids), dev:
+        with torch.random.fork_rng(devices=cuda_ids):
             torch.manual_seed(seed)
-            pipe = cls(**_build_offline(model, preset))
+            pipe = cls(**_build_offline(model, preset, dev))
     pipe = pipe.to(device=device, dtype=dtype)
     _freeze(pipe)
     pipe.set_progress_bar_config(disable=True)
