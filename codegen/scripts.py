@@ -19,6 +19,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import tempfile
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -94,14 +97,14 @@ def environment() -> jinja2.Environment:
     return env
 
 
-_ENV: jinja2.Environment | None = None
+_TEMPLATE: jinja2.Template | None = None
 
 
 def _template() -> jinja2.Template:
-    global _ENV
-    if _ENV is None:
-        _ENV = environment()
-    return _ENV.get_template("script.py.j2")
+    global _TEMPLATE
+    if _TEMPLATE is None:
+        _TEMPLATE = environment().get_template("script.py.j2")
+    return _TEMPLATE
 
 
 # ------------------------------------------------------------------------ context
@@ -257,57 +260,85 @@ class BatchResult:
                    for e in self.entries)
 
 
-def write_batch(tasks: Iterable[Task | BadLine], out: str | os.PathLike, *, write_tasks_file: bool = False,
-                progress=None) -> BatchResult:
+def write_batch(tasks: Iterable[Task | BadLine], out: str | os.PathLike, *,
+                write_tasks_file: bool = False) -> BatchResult:
     """Render every feasible task into OUT/scripts and write OUT/manifest.json and
-    OUT/search_params.json (and OUT/tasks.jsonl when `write_tasks_file`)."""
+    OUT/search_params.json (and OUT/tasks.jsonl when `write_tasks_file`).
+
+    Scripts are written into a fresh folder that then replaces OUT/scripts in one
+    rename, so OUT/scripts always matches one whole batch and its manifest.
+    """
     out = Path(out)
-    scripts_dir = out / "scripts"
-    scripts_dir.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".scripts-", dir=out))
     entries: list[dict[str, Any]] = []
     search: dict[str, dict[str, Any]] = {}
-    written: dict[str, str] = {}  # file name -> trial key it was rendered for
+    names: dict[str, str] = {}  # file name -> trial key it was rendered for
+    by_key: dict[str, tuple[str, str]] = {}  # rendered point -> (file name, tag)
     kept: list[Task] = []
-    for item in tasks:
-        if progress is not None:
-            progress()
-        if isinstance(item, BadLine):
-            entries.append({"task_id": item.task_id, "line": item.line, "status": MALFORMED,
-                            "reason": item.reason})
-            continue
-        kept.append(item)
-        entry: dict[str, Any] = {"task_id": item.task_id, "status": item.status, "difficulty": item.difficulty,
-                                 "config": item.config, "requested_speedup": item.requested_speedup}
-        if item.skipped_points:
-            entry["skipped_points"] = item.skipped_points
-        if item.status != FEASIBLE:
-            entry["reason"] = item.reason
+    try:
+        for item in tasks:
+            if isinstance(item, BadLine):
+                entries.append({"task_id": item.task_id, "line": item.line, "status": MALFORMED,
+                                "reason": item.reason})
+                continue
+            kept.append(item)
+            entry: dict[str, Any] = {"task_id": item.task_id, "status": item.status,
+                                     "difficulty": item.difficulty, "config": item.config,
+                                     "requested_speedup": item.requested_speedup}
+            if item.skipped_points:
+                entry["skipped_points"] = item.skipped_points
+            if item.status != FEASIBLE:
+                entry["reason"] = item.reason
+                entries.append(entry)
+                continue
+            key = str((item.choice or {}).get("trial_key"))
+            # Tasks answered by the same point share its script; what render checks must match too.
+            same = json.dumps([key, item.config, item.choice.get("method"), item.choice.get("params"),
+                               item.choice.get("tag")], sort_keys=True, default=str)
+            if same in by_key:
+                name, tag = by_key[same]
+            else:
+                try:
+                    script = render(item)
+                except (ConfigError, jinja2.TemplateError, TypeError, ValueError, KeyError) as e:
+                    entry.update(status=MALFORMED, reason=str(e))
+                    entries.append(entry)
+                    continue
+                name, tag = script.name, script.acc.tag
+                if names.get(name, key) != key:  # same tag and config, another measurement
+                    name = f"{name[:-3]}_{key[:8]}.py"
+                if name not in names:
+                    (staging / name).write_text(script.source, encoding="utf-8")
+                    names[name] = key
+                by_key[same] = (name, tag)
+                search.setdefault(search_params_key(item, script.acc), dict(item.choice["params"]))
+            entry.update(status=RENDERED, script=f"scripts/{name}", tag=tag,
+                         speedup=item.choice.get("speedup"), quality_loss=item.choice.get("quality_loss"))
             entries.append(entry)
-            continue
-        try:
-            script = render(item)
-        except (ConfigError, jinja2.TemplateError, TypeError, ValueError, KeyError) as e:
-            entry.update(status=MALFORMED, reason=str(e))
-            entries.append(entry)
-            continue
-        key = str(item.choice.get("trial_key"))
-        name = script.name
-        if written.get(name, key) != key:  # same tag and config, another measurement
-            name = f"{name[:-3]}_{key[:8]}.py"
-        if name not in written:
-            _write_text(scripts_dir / name, script.source)
-            written[name] = key
-        entry.update(status=RENDERED, script=f"scripts/{name}", tag=script.acc.tag,
-                     speedup=item.choice.get("speedup"), quality_loss=item.choice.get("quality_loss"))
-        entries.append(entry)
-        search.setdefault(search_params_key(item, script.acc), dict(item.choice["params"]))
+        _swap_folder(staging, out / "scripts")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     counts = Counter(e["status"] for e in entries)
     if write_tasks_file:
         write_jsonl(out / "tasks.jsonl", (t.to_dict() for t in kept))
-    _write_text(out / "manifest.json", json.dumps(
-        {"counts": dict(sorted(counts.items())), "tasks": entries}, indent=2, ensure_ascii=False) + "\n")
+    # One task a line: readable, diffable, and written by json's C encoder.
+    lines = ",\n".join("    " + json.dumps(e, ensure_ascii=False) for e in entries)
+    _write_text(out / "manifest.json", f'{{\n  "counts": {json.dumps(dict(sorted(counts.items())))},\n'
+                f'  "tasks": [\n{lines}\n  ]\n}}\n')
     _write_text(out / "search_params.json", json.dumps(search, indent=2) + "\n")
     return BatchResult(entries, counts, out)
+
+
+def _swap_folder(new: Path, final: Path) -> None:
+    """Put `new` in the place of `final` (two renames; the old folder is then removed)."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}-old-{uuid.uuid4().hex[:8]}")
+        os.replace(final, old)
+    os.replace(new, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_text(path: Path, text: str) -> None:
