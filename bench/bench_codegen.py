@@ -6,7 +6,7 @@ seeded generator: 3,680 configs (4 GPU kinds × 5 families × 5 schedulers × 8 
 counts × every supported method combination) of about 27 points each. Each command
 runs as its own process (`python -m sweep.cli`, what `diffaccel` runs), and is timed from start to exit.
 
-    .venv/bin/python bench/bench_codegen.py [--rows 100000] [--scales 0.7,0.85,1.0] [--keep DIR]
+    .venv/bin/python bench/bench_codegen.py [--rows 100000] [--scales 0.7,0.85,1.0] [--repeat 3] [--keep DIR]
 
 Scales below 1 keep every task feasible, so every task is rendered; the default CLI
 scales (0.8,1.0,1.2) are timed as well.
@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -88,13 +91,24 @@ def synthetic_rows(n_rows: int, seed: int = 0) -> list[dict]:
     return rows
 
 
-def timed(args: list[str]) -> tuple[float, str]:
+def timed(args: list[str]) -> tuple[float, float, str]:
+    """(wall seconds, CPU seconds, stdout) of one command in its own process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "sweep.cli", *args], capture_output=True, text=True, cwd=REPO)
-    elapsed = time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(args[:1])} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-    return elapsed, proc.stdout.strip()
+        raise SystemExit(f"{args[0]} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, proc.stdout.strip()
+
+
+def fmt(runs: list[tuple[float, float, str]]) -> str:
+    walls = sorted(r[0] for r in runs)
+    cpus = sorted(r[1] for r in runs)
+    return (f"wall min {walls[0]:6.2f} s, median {statistics.median(walls):6.2f} s; "
+            f"CPU min {cpus[0]:6.2f} s  ({len(runs)} runs)")
 
 
 def main() -> None:
@@ -102,6 +116,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--scales", default="0.7,0.85,1.0")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each command (min and median reported)")
     ap.add_argument("--keep", help="keep the lake and outputs in this folder")
     args = ap.parse_args()
 
@@ -115,16 +130,24 @@ def main() -> None:
         Lake(str(lake)).write_trials(rows)
         print(f"lake: {len(rows):,} rows, {sum(1 for _ in lake.rglob('*.parquet'))} Parquet files, "
               f"written in {time.perf_counter() - t0:.1f} s (not timed below)")
+        print(f"load average before timing: {', '.join(f'{x:.2f}' for x in os.getloadavg())} "
+              f"on {os.cpu_count()} CPUs")
         for scales in (args.scales, "0.8,1.0,1.2"):
             out = work / f"out-{scales}"
             shutil.rmtree(out, ignore_errors=True)
-            t_tasks, msg_tasks = timed(["tasks", "--lake", str(lake), "--out", str(out), "--scales", scales])
-            t_code, msg_code = timed(["codegen", "--tasks", str(out / "tasks.jsonl"), "--out", str(out)])
+            t_runs, c_runs = [], []
+            for _ in range(args.repeat):
+                t_runs.append(timed(["tasks", "--lake", str(lake), "--out", str(out), "--scales", scales]))
+                c_runs.append(timed(["codegen", "--tasks", str(out / "tasks.jsonl"), "--out", str(out)]))
             n_files = sum(1 for _ in (out / "scripts").glob("*.py"))
-            print(f"\nscales {scales}")
-            print(f"  tasks:   {t_tasks:6.2f} s  ({msg_tasks})")
-            print(f"  codegen: {t_code:6.2f} s  ({msg_code.splitlines()[0]}; {n_files:,} distinct script files)")
-            print(f"  total:   {t_tasks + t_code:6.2f} s  (target <= 10 s for 10,000 tasks)")
+            total = sorted(t[0] + c[0] for t, c in zip(t_runs, c_runs, strict=True))
+            print(f"\nscales {scales}: {t_runs[0][2]}")
+            print(f"  tasks:   {fmt(t_runs)}")
+            print(f"  codegen: {fmt(c_runs)}")
+            print(f"           {c_runs[0][2].splitlines()[0]}; {n_files:,} distinct script files")
+            print(f"  tasks + codegen: wall min {total[0]:.2f} s, median {statistics.median(total):.2f} s "
+                  f"(target <= 10 s for 10,000 tasks)")
+        print(f"load average after: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
