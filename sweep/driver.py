@@ -208,7 +208,8 @@ def _ray_init(address: str | None, num_cpus: int | None = None, num_gpus: int | 
     if address:
         ray.init(address=address, **{k: v for k, v in kwargs.items() if k != "include_dashboard"})
     else:
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
+        # "local" starts a fresh Ray even where another cluster runs on this machine.
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
     return True
 
 

@@ -48,7 +48,10 @@ def _stop(proc: subprocess.Popen) -> None:
 @pytest.fixture
 def two_nodes(tmp_path):
     port = _free_port()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), RAY_USAGE_STATS_ENABLED="0")
+    # `ray start` turns on token authentication by default; the drivers of this test
+    # would need the token, so this throwaway local cluster runs without it.
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), RAY_USAGE_STATS_ENABLED="0",
+               RAY_AUTH_MODE="disabled")
     common = ["--num-cpus", "1", "--block", "--disable-usage-stats"]
     head = subprocess.Popen([RAY, "start", "--head", "--port", str(port), "--include-dashboard", "false",
                              "--resources", json.dumps({"node_head": 1}), *common],
@@ -75,7 +78,8 @@ def _wait_for_nodes(address: str, n: int, proc: subprocess.Popen) -> None:
     end = time.monotonic() + 120
     while time.monotonic() < end:
         assert proc.poll() is None, "ray start exited"
-        out = subprocess.run([sys.executable, "-c", probe, address], capture_output=True, text=True, timeout=60)
+        out = subprocess.run([sys.executable, "-c", probe, address], capture_output=True, text=True, timeout=60,
+                             env=dict(os.environ, RAY_AUTH_MODE="disabled"))
         if out.returncode == 0 and out.stdout.strip().isdigit() and int(out.stdout.strip()) >= n:
             return
         time.sleep(1)

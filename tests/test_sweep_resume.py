@@ -21,7 +21,7 @@ from sweep_helpers import ROOT, expected_keys, tiny_spec, trial_rows, write_spec
 
 from sweep.lake_schema import FAILED, OK, SCREEN
 
-SIX_POINTS = {"methods": {"deepcache": {"cache_interval": [2, 3, 4], "cache_branch_id": [0, 1]}},
+SIX_POINTS = {"methods": {"deepcache": {"cache_interval": [2, 3], "cache_branch_id": [0, 1, 2]}},
               "early_stop": {"enabled": False, "prune": False}}
 FOUR_POINTS = {"early_stop": {"enabled": False, "prune": False}}
 
@@ -52,12 +52,14 @@ def _trial_actor(proc: subprocess.Popen) -> psutil.Process | None:
     return None
 
 
-def _wait(cond, timeout: float, what: str):
+def _wait(proc: subprocess.Popen, cond, timeout: float, what: str):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         value = cond()
         if value:
             return value
+        if proc.poll() is not None:
+            pytest.fail(f"the sweep exited ({proc.returncode}) before {what}: {proc.stderr.read()[-3000:]}")
         time.sleep(0.2)
     pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
@@ -80,7 +82,7 @@ def test_a_worker_killed_mid_trial_is_retried_and_the_sweep_completes(tmp_path):
     lake = tmp_path / "lake"
     proc = _start(spec_path, lake)
     try:
-        actor = _wait(lambda: _trial_actor(proc), 180, "a trial actor")
+        actor = _wait(proc, lambda: _trial_actor(proc), 180, "a trial actor")
         time.sleep(1.0)  # inside its first trial (loading the pipeline or measuring)
         assert not trial_rows(lake), "the first trial finished before it could be killed"
         actor.send_signal(signal.SIGKILL)
@@ -99,7 +101,7 @@ def test_an_interrupted_sweep_resumes_with_every_key_once(tmp_path):
     lake = tmp_path / "lake"
     proc = _start(spec_path, lake)
     try:
-        _wait(lambda: len(trial_rows(lake)) >= 2, 300, "two rows in the lake")
+        _wait(proc, lambda: len(trial_rows(lake)) >= 2, 300, "two rows in the lake")
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         proc.wait(timeout=120)
     finally:
