@@ -157,8 +157,6 @@ def build(
         kwargs: dict[str, Any] = {"torch_dtype": dtype}
         if fam.has_unet and model != "sdxl":
             kwargs.update(safety_checker=None, requires_safety_checker=False)
-        if dtype == torch.float16 and model in ("sdxl",) and not os.path.isdir(str(source)):
-            kwargs["variant"] = "fp16"
         pipe = cls.from_pretrained(source, **kwargs)
     else:
         dev = torch.device(device)
