@@ -1,0 +1,59 @@
+"""`diffaccel sweep` input handling: a bad spec or lake fails before Ray starts."""
+
+from __future__ import annotations
+
+import psutil
+import yaml
+from sweep_helpers import tiny, write_spec
+from typer.testing import CliRunner
+
+from sweep.cli import app
+
+
+def _ray_children() -> list[str]:
+    names = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            names.append(" ".join(p.cmdline()))
+        except psutil.Error:
+            continue
+    return [n for n in names if "raylet" in n or "gcs_server" in n]
+
+
+def test_an_invalid_spec_fails_before_ray_starts(tmp_path):
+    import ray
+
+    data = tiny()
+    data["methods"]["deepcache"]["cache_branch_id"] = [0, 40]
+    data["sheduler"] = ["ddim"]
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(app, ["sweep", str(spec), "--lake", str(tmp_path / "lake")])
+    assert result.exit_code == 2
+    assert "methods.deepcache.cache_branch_id: 40 is out of range on Stable Diffusion 1.5" in result.output
+    assert "sheduler: unknown key: did you mean 'schedulers'?" in result.output
+    assert not ray.is_initialized() and not _ray_children()
+    assert not (tmp_path / "lake").exists()
+
+
+def test_dry_run_shows_the_plan_and_starts_nothing(tmp_path):
+    import ray
+
+    spec = write_spec(tmp_path / "spec.yaml")
+    result = CliRunner().invoke(app, ["sweep", str(spec), "--lake", str(tmp_path / "lake"), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "1 config(s), 1 config×combo grid(s), 4 point(s)" in result.output
+    assert "deepcache" in result.output
+    assert not ray.is_initialized() and not (tmp_path / "lake").exists()
+
+
+def test_a_lake_that_cannot_be_created_fails_before_ray_starts(tmp_path):
+    import ray
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    spec = write_spec(tmp_path / "spec.yaml")
+    result = CliRunner().invoke(app, ["sweep", str(spec), "--lake", str(blocker / "lake")])
+    assert result.exit_code == 2
+    assert "cannot create the lake" in result.output
+    assert not ray.is_initialized() and not _ray_children()
