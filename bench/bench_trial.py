@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
     session = trial.TrialSession(cfg, device=args.device, progress=None)
     log(f"loaded {session.cfg.label()} ({args.preset}) on {session.device_columns['device']}, "
         f"{str(session.dtype).replace('torch.', '')}")
-    result: dict = {"config": {**session._config_columns(), "prompt": prompt, "seed": seed},
+    result: dict = {"config": {**session.config_columns(), "prompt": prompt, "seed": seed},
                     "device": session.device_columns, "measure": {
                         "min_pairs": args.min_pairs, "max_pairs": args.max_pairs,
                         "target_halfwidth": args.target_halfwidth,

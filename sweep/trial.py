@@ -286,7 +286,8 @@ class TrialSession:
 
     # -------------------------------------------------------------------------- rows
 
-    def _config_columns(self) -> dict[str, Any]:
+    def config_columns(self) -> dict[str, Any]:
+        """The lake's config columns (resolved resolution, the dtype actually used)."""
         c = self.cfg
         return {
             "model": c.model, "preset": c.preset, "model_path": c.model_path, "scheduler": c.scheduler,
@@ -316,7 +317,7 @@ class TrialSession:
             "schema_version": lake_schema.SCHEMA_VERSION,
             "baseline_key": self.baseline_key,
             "sweep_id": sweep_id,
-            **self._config_columns(),
+            **self.config_columns(),
             "latency_s": statistics.median(times),
             "latency_spread_s": measure.iqr(times),
             "n_runs": len(times),
@@ -363,7 +364,7 @@ class TrialSession:
             "baseline_key": self.baseline_key,
             "tag": acc.tag,
             "sweep_id": sweep_id,
-            **self._config_columns(),
+            **self.config_columns(),
             "method": acc.combo,
             **{name: params.get(name) for name in lake_schema.PARAM_COLUMNS},
             "params_json": json.dumps(params, sort_keys=True),
