@@ -18,6 +18,9 @@ from sweep.catalog import Acceleration, compatibility_matrix
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS, RES = 2, 64
+# One thread: on a busy 2-core machine torch's spinning OpenMP threads made a two-step
+# tiny run take seconds instead of a fraction of one.
+RUN_ENV = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 CASES = [(fam, combo) for combo, row in compatibility_matrix().items() for fam, ok in row.items() if ok]
 
 
@@ -134,7 +137,7 @@ def ran(rendered, tmp_path_factory):
     (tmp / "jobs.json").write_text(json.dumps(jobs))
     runner = tmp / "runner.py"
     runner.write_text(RUNNER)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, **RUN_ENV, "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, str(runner), str(tmp / "jobs.json"), str(tmp / "models"), str(tmp)],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -171,7 +174,7 @@ def test_a_script_runs_as_it_stands(rendered, ran):
     cwd.mkdir()
     proc = subprocess.run([sys.executable, str(script), "--model", str(tmp / "models" / "sd15"), "--device", "cpu",
                            "--steps", "2", "--resolution", "64", "--check"], cwd=cwd,
-                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+                          capture_output=True, text=True, env={**os.environ, **RUN_ENV}, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "deepcache: enabled" in proc.stdout and "tome: patched" in proc.stdout
     assert (cwd / (script.stem + ".png")).is_file()  # the default --output
