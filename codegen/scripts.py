@@ -234,12 +234,12 @@ def render(task: Task) -> Script:
 # ----------------------------------------------------------------------- batches
 
 
-def search_params_key(task: Task, acc: Acceleration) -> str:
+def search_params_key(task: Task) -> str:
     """The original tooling's key: str((pipe_class, scheduler_class, steps, speedup, loss, methods))."""
     fam = FAMILIES[task.config["model"]]
     sched = SCHEDULERS[task.config["scheduler"]]
     return str((fam.pipeline_class, sched.class_name, int(task.config["steps"]), task.requested_speedup,
-                task.budget, sorted(acc.methods)))
+                task.budget, sorted(task.config["method"].split("+"))))
 
 
 @dataclass
@@ -312,7 +312,9 @@ def write_batch(tasks: Iterable[Task | BadLine], out: str | os.PathLike, *,
                     (staging / name).write_text(script.source, encoding="utf-8")
                     names[name] = key
                 by_key[same] = (name, tag)
-                search.setdefault(search_params_key(item, script.acc), dict(item.choice["params"]))
+            # First task wins: the key has no device kind or resolution, so tasks on
+            # several GPU kinds can share one.
+            search.setdefault(search_params_key(item), dict(item.choice["params"]))
             entry.update(status=RENDERED, script=f"scripts/{name}", tag=tag,
                          speedup=item.choice.get("speedup"), quality_loss=item.choice.get("quality_loss"))
             entries.append(entry)

@@ -198,11 +198,19 @@ def test_a_batch_with_bad_points_and_bad_tasks_goes_on_and_records_reasons(tmp_p
 
 def test_search_params_use_the_original_key_format(tmp_path, lake):
     out = tmp_path / "out"
-    run("tasks", "--lake", lake, "--out", out, "--scales", "1.0")
+    # 0.99 asks for 2.27× on the H100 and 1.93× on the A100: the same points as 1.0 answer.
+    run("tasks", "--lake", lake, "--out", out, "--scales", "0.99,1.0")
     assert run("codegen", "--tasks", out / "tasks.jsonl", "--out", out).exit_code == 0
     search = json.loads((out / "search_params.json").read_text())
     key = str(("StableDiffusionPipeline", "DDIMScheduler", 50, 2.3, 0.02, ["deepcache"]))
     assert search[key] == {"cache_interval": 3, "cache_branch_id": 1}
+    # The A100 task shares the key shape but asks for its own bound: its own entry.
+    a100 = str(("StableDiffusionPipeline", "DDIMScheduler", 50, 1.95, 0.02, ["deepcache"]))
+    assert search[a100] == {"cache_interval": 3, "cache_branch_id": 0}
+    rendered = [e for e in json.loads((out / "manifest.json").read_text())["tasks"] if e["status"] == "rendered"]
+    assert len(search) == len(rendered) == 4  # every rendered task, also those sharing a script
+    assert search[key.replace("2.3", "2.27")] == search[key]
+    assert len({e["script"] for e in rendered}) == 2 == len(list((out / "scripts").glob("*.py")))
     assert ast.literal_eval(next(iter(search)))[0] == "StableDiffusionPipeline"
 
 
