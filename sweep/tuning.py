@@ -105,6 +105,7 @@ class LakeSink(Callback):
                                            "prompts_done": result.get("prompts_done"),
                                            "trial_seconds": result.get("trial_seconds"),
                                            "load_seconds": result.get("load_seconds"),
+                                           "loaded_pipeline": result.get("loaded_pipeline"),
                                            "inference_seconds": result.get("inference_seconds"),
                                            "gpu_ids": result.get("gpu_ids"), "node_id": result.get("node_id")})
         self.state.complete(task, outcome_of(row, self.ctx.spec.metric))

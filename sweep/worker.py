@@ -48,7 +48,8 @@ def _torch_dtype(name: str):
 
 
 def session_for(cfg: PipelineConfig, dtype: str, clip_model: str | None):
-    """The resident session for `cfg`, loading it (and evicting another) when needed."""
+    """(session, loaded): the resident session for `cfg`, and whether this call had to
+    load it (evicting another first)."""
     import torch
 
     from sweep.pipelines import quiet_libraries
@@ -56,7 +57,8 @@ def session_for(cfg: PipelineConfig, dtype: str, clip_model: str | None):
 
     device = default_device()
     key = (cfg, device, dtype, clip_model)
-    if _SESSION["key"] != key:
+    loaded = _SESSION["key"] != key
+    if loaded:
         old = _SESSION["session"]
         _SESSION.update(key=None, session=None, baseline_sent=False)
         if old is not None:
@@ -68,7 +70,7 @@ def session_for(cfg: PipelineConfig, dtype: str, clip_model: str | None):
         quiet_libraries()
         _SESSION["session"] = TrialSession(cfg, device=device, dtype=_torch_dtype(dtype), clip_model=clip_model)
         _SESSION["key"] = key
-    return _SESSION["session"]
+    return _SESSION["session"], loaded
 
 
 def evaluation_pairs(prompts: list[str], seeds: list[int]) -> tuple[list[str], list[int]]:
@@ -94,11 +96,11 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     rule = EarlyStop(**settings["early_stop"])
     budgets = settings["budgets"]
     metric = settings["metric"]
-    session = session_for(cfg, settings["dtype"], settings.get("clip_model"))
+    session, loaded = session_for(cfg, settings["dtype"], settings.get("clip_model"))
     load_s = time.monotonic() - t0
     prompts, seeds = evaluation_pairs(settings["prompts"], settings["seeds"])
     common = {"node_id": ray.get_runtime_context().get_node_id(), "key": config["key"],
-              "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
+              "gpu_ids": [str(g) for g in ray.get_gpu_ids()], "loaded_pipeline": loaded}
 
     t_infer = time.monotonic()
     summary = None

@@ -39,7 +39,7 @@ def _stop(proc: subprocess.Popen) -> None:
         except ProcessLookupError:
             break
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=5)
             break
         except subprocess.TimeoutExpired:
             continue

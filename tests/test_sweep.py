@@ -15,7 +15,7 @@ ray = pytest.importorskip("ray")
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield
     ray.shutdown()
 
@@ -35,6 +35,9 @@ def test_tiny_sweep_writes_expected_rows_and_a_rerun_writes_none(local_ray, tmp_
     assert len(confirm) == 1 and confirm[0]["final"] is True
     assert confirm[0]["trial_key"] in {r["trial_key"] for r in screen}
     assert summary.rows_written == len(rows) == 5
+    # Pipelines stay resident: at most one load per worker (two run at once), not one per trial.
+    loads = [t["loaded_pipeline"] for t in summary.trial_seconds]
+    assert len(loads) == 5 and 1 <= sum(loads) <= 2, loads
     base = baseline_rows(lake)
     assert len(base) == 1 and base[0]["baseline_key"] == screen[0]["baseline_key"]
 
