@@ -362,7 +362,8 @@ def describe_plan(plan: Plan) -> str:
     lines = [plan.summary()]
     for cp in plan.combos:
         drop = f" ({cp.dropped} dropped)" if cp.dropped else ""
-        lines.append(f"  {cp.config.label()} {cp.config.preset:5s} {cp.combo:22s} {cp.size:6d} point(s){drop}")
+        lines.append(f"  {resolved(cp.config).label():32s} {cp.config.preset:5s} {cp.combo:22s} "
+                     f"{cp.size:6d} point(s){drop}")
     return "\n".join(lines)
 
 

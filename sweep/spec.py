@@ -635,8 +635,8 @@ def expand(spec: SweepSpec) -> Plan:
     failures: dict[tuple[int, str, Any], str] = {}
     used: set[tuple[int, str, Any]] = set()
     skipped: dict[str, list[str]] = {}
-    for ci, cg in enumerate(spec.combos):
-        for cfg in spec.configs():
+    for cfg in spec.configs():
+        for ci, cg in enumerate(spec.combos):
             fam = family(cfg.model)
             if not _combo_applies(cg.combo, cfg.model):
                 skipped.setdefault(cg.combo, [])

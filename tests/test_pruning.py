@@ -59,6 +59,7 @@ def test_clearly_over_needs_margin_and_evidence():
 def _state(prune=True, stored=None):
     data = yaml.safe_load((SWEEPS / "default.yaml").read_text())
     data["combos"] = ["deepcache"]
+    data["quality"]["budgets"] = [0.02, 0.05]
     spec = S.validate(data)
     rule = EarlyStop(enabled=True, prune=prune, min_prompts=1, margin=0.5)
     return SweepState(S.expand(spec).combos, spec.budgets, rule,
