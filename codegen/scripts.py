@@ -21,6 +21,7 @@ import math
 import os
 import shutil
 import tempfile
+import textwrap
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -207,8 +208,11 @@ def render(task: Task) -> Script:
         f"  trial key {ch.get('trial_key')}, tag {acc.tag}, preset {ch.get('preset')}.",
         f"The speedup holds on {kind} hardware; on other hardware, measure it again.",
     ]
+    lines = []
+    for line in header:
+        lines += textwrap.wrap(comment_text(line), 100, subsequent_indent="  ") or [""]
     ctx = {
-        "header": [comment_text(line) for line in header],
+        "header": lines,
         "imports": imports_for(fam, sched, acc),
         "model_id": model_id,
         "steps": steps,
