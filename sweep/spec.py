@@ -509,6 +509,9 @@ def validate(data: Any, source: str = "spec", base_dir: str = ".") -> SweepSpec:
         margin=_number(es.get("margin", 0.5), "early_stop.margin", probs, low=0.0) or 0.0,
     )
     clip_model = top.get("clip_model")
+    if metric == "clip" and not clip_model:
+        probs.add("clip_model", "quality.metric is 'clip' but no CLIP model is given: set clip_model to a "
+                  "hub id (e.g. openai/clip-vit-large-patch14) or a local folder, or use metric: ssim")
     spec = SweepSpec(
         name=name, models=tuple(models), schedulers=tuple(schedulers), steps=tuple(steps),
         resolutions=tuple(resolutions), batch=batch, dtype=dtype, guidance_scale=guidance,

@@ -124,3 +124,12 @@ def test_missing_prompt_file_and_too_many_prompts():
     data["prompts"] = {"file": "datasets/prompts/default.txt", "count": 500}
     with pytest.raises(S.SpecError, match=r"prompts: asked for 500 prompts"):
         S.validate(data)
+
+
+def test_clip_budget_needs_a_clip_model():
+    data = _default()
+    data["quality"]["metric"] = "clip"
+    with pytest.raises(S.SpecError, match="clip_model: quality.metric is 'clip' but no CLIP model"):
+        S.validate(data)
+    data["clip_model"] = "openai/clip-vit-large-patch14"
+    assert S.validate(data).clip_model == "openai/clip-vit-large-patch14"
