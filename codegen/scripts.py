@@ -21,7 +21,6 @@ import math
 import os
 import shutil
 import tempfile
-import textwrap
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -210,7 +209,7 @@ def render(task: Task) -> Script:
     ]
     lines = []
     for line in header:
-        lines += textwrap.wrap(comment_text(line), 100, subsequent_indent="  ") or [""]
+        lines += _wrap(comment_text(line))
     ctx = {
         "header": lines,
         "imports": imports_for(fam, sched, acc),
@@ -233,6 +232,22 @@ def render(task: Task) -> Script:
         "denoiser": "unet" if fam.has_unet else "transformer",
     }
     return Script(name=name, source=_template().render(**ctx), acc=acc)
+
+
+def _wrap(line: str, width: int = 100) -> list[str]:
+    """Greedy word wrap for comment lines (textwrap was a third of the render time)."""
+    line = line.rstrip()
+    if len(line) <= width:
+        return [line]
+    out, current = [], ""
+    for word in line.split(" "):
+        if current and len(current) + 1 + len(word) > width:
+            out.append(current)
+            current = "  " + word
+        else:
+            current = f"{current} {word}" if current else word
+    out.append(current)
+    return [x.rstrip() for x in out]
 
 
 # ----------------------------------------------------------------------- batches
