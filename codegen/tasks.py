@@ -240,6 +240,7 @@ _ROW_COLUMNS = (*BOUND_GROUP, "trial_key", "tag", "speedup", "speedup_ci_low", "
                 "guidance_scale", "phase", "n_prompts", "finished_at", "params_json", *PARAM_COLUMNS)
 
 
+_CHECK_COLUMNS = ("method", "model", "steps", "tag", "trial_key", "params_json", *PARAM_COLUMNS)
 # What `build_tasks` and `task_for_request` read: select these from the lake's trials view.
 TRIAL_COLUMNS = ("status", *_ROW_COLUMNS)
 
@@ -260,6 +261,10 @@ class _Rows:
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         return {c: _native(v[i]) for c, v in self.cols.items()}
+
+    def for_check(self, i: int) -> dict[str, Any]:
+        """Only what `point_check` and the skipped-point notes read."""
+        return {c: _native(self.cols[c][i]) for c in _CHECK_COLUMNS if c in self.cols}
 
 
 @dataclass
@@ -308,7 +313,7 @@ def _tasks_for_config(cfg: _Config, scales: Sequence[float], budget: float, metr
 
     def check(ref: int):
         if ref not in checked:
-            row = cfg.rows[ref]
+            row = cfg.rows.for_check(ref)
             checked[ref] = (row, *point_check(row))
         return checked[ref]
 
@@ -356,8 +361,8 @@ def _tasks_for_config(cfg: _Config, scales: Sequence[float], budget: float, metr
                 task.reason = (f"no valid point within budget reaches {texts.format_speedup(requested)}×; "
                                f"the best reachable is {bound:.3f}×")
             else:
-                row, acc, _ = check(pick.point.ref)
-                task.choice = choice_of(row, loss_col, acc)
+                acc = check(pick.point.ref)[1]
+                task.choice = choice_of(cfg.rows[pick.point.ref], loss_col, acc)
             task.text = texts.describe(task.request(), tid)
         out.append(task)
     skipped = _skipped(checked)
