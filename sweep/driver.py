@@ -141,12 +141,9 @@ def outcome_of(row: Mapping[str, Any], metric: str) -> Outcome:
 
 def stored_outcomes(lake: Lake, metric: str) -> dict[str, tuple[set[str], Outcome]]:
     """trial_key -> (phases stored, outcome of its screen row) for a resumed sweep."""
-    dset = lake._dataset("trials")
-    if dset is None:
-        return {}
     cols = ["trial_key", "phase", "status", f"quality_loss_{metric}", "speedup"]
     out: dict[str, tuple[set[str], Outcome]] = {}
-    for row in dset.to_table(columns=cols).to_pylist():
+    for row in lake.trial_columns(cols):
         phases, outcome = out.get(row["trial_key"], (set(), None))
         phases.add(row["phase"])
         if row["phase"] == SCREEN or outcome is None:

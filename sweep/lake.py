@@ -129,6 +129,11 @@ class Lake:
             out.setdefault(key, set()).add(phase)
         return out
 
+    def trial_columns(self, columns: list[str]) -> list[dict[str, Any]]:
+        """`columns` of every stored trial row (what a resumed sweep needs to prune from)."""
+        dset = self._dataset(TRIALS_DIR)
+        return [] if dset is None else dset.to_table(columns=columns).to_pylist()
+
     def existing_baseline_keys(self) -> set[str]:
         dset = self._dataset(BASELINES_DIR)
         if dset is None:
