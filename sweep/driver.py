@@ -202,6 +202,9 @@ def _ray_init(address: str | None, num_cpus: int | None = None, num_gpus: int | 
         return False
     kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
                                   logging_level=logging.ERROR, configure_logging=True)
+    runtime_env = _runtime_env()
+    if runtime_env:
+        kwargs["runtime_env"] = runtime_env
     if address:
         ray.init(address=address, **{k: v for k, v in kwargs.items() if k != "include_dashboard"})
     else:
@@ -228,7 +231,7 @@ def trial_resources(cluster: Mapping[str, float], cpus_per_trial: int,
         f"({cpus_per_trial} CPU(s) each)")
 
 
-def _probe(resources: Mapping[str, float], runtime_env: dict | None) -> dict[str, Any]:
+def _probe(resources: Mapping[str, float]) -> dict[str, Any]:
     """Device columns and library versions as a trial's worker sees them."""
     import ray
 
@@ -238,8 +241,6 @@ def _probe(resources: Mapping[str, float], runtime_env: dict | None) -> dict[str
     custom = {k: v for k, v in resources.items() if k not in ("CPU", "GPU")}
     if custom:
         opts["resources"] = custom
-    if runtime_env:
-        opts["runtime_env"] = runtime_env
     ref = ray.remote(probe).options(**opts).remote()
     try:
         return ray.get(ref, timeout=600)
@@ -280,8 +281,7 @@ def run_sweep(spec: SweepSpec, lake_uri: str, *, address: str | None = None,
         if progress:
             print(f"[sweep] {note}" + (f"; --max-concurrent {concurrency}" if concurrency < fits else ""),
                   file=sys.stderr)
-        runtime_env = _runtime_env()
-        device = _probe(resources, runtime_env)
+        device = _probe(resources)
         versions = json.loads(device["versions_json"])
         dtype = spec.dtype if spec.dtype != "auto" else ("float32" if device["device_kind"] == "cpu" else "float16")
         ctx = SweepContext(spec, sweep_id or uuid.uuid4().hex[:12], device, versions, dtype)
@@ -329,7 +329,8 @@ def run_sweep(spec: SweepSpec, lake_uri: str, *, address: str | None = None,
 
 
 def _runtime_env() -> dict[str, Any] | None:
-    """Workers import `sweep` from this checkout when it is not installed on the cluster."""
+    """Workers import `sweep` from this checkout when it is not installed (a GPU host that
+    runs from a checkout with PYTHONPATH); every node needs the checkout at this path."""
     import importlib.util
 
     root = str(Path(__file__).resolve().parent.parent)
