@@ -83,3 +83,19 @@ def test_trial_resources_use_one_gpu_each_or_cpus():
     assert res == {"CPU": 2} and fits == 2 and "no GPU" in note
     with pytest.raises(ValueError, match="lower --cpus-per-trial"):
         trial_resources({"CPU": 1}, cpus_per_trial=2)
+
+
+def test_a_worker_keeps_one_resident_pipeline_and_evicts_on_config_change():
+    from sweep import worker
+    from sweep.catalog import Acceleration, PipelineConfig
+
+    a = PipelineConfig("sd15", "ddim", 3, preset="tiny")
+    b = PipelineConfig("sd15", "ddim", 2, preset="tiny")
+    first, loaded = worker.session_for(a, "float32", None)
+    assert loaded
+    again, loaded = worker.session_for(a, "float32", None)
+    assert again is first and not loaded  # the same pipeline, no reload
+    first.accelerate(Acceleration.from_params("deepcache", {"cache_interval": 2}))
+    other, loaded = worker.session_for(b, "float32", None)
+    assert loaded and other is not first and worker._SESSION["session"] is other
+    assert first._applied is None  # the evicted session was closed, its patch removed
