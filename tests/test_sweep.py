@@ -99,3 +99,5 @@ def test_a_worker_keeps_one_resident_pipeline_and_evicts_on_config_change():
     other, loaded = worker.session_for(b, "float32", None)
     assert loaded and other is not first and worker._SESSION["session"] is other
     assert first._applied is None  # the evicted session was closed, its patch removed
+    other.close()
+    worker._SESSION.update(key=None, session=None, baseline_sent=False)
