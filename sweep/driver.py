@@ -394,6 +394,10 @@ def sweep_cmd(
     except ConfigError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        typer.echo("\ninterrupted: finished trials are in the lake; rerun the same command to resume",
+                   err=True)
+        raise typer.Exit(130) from None
     if summary:
         summary.parent.mkdir(parents=True, exist_ok=True)
         summary.write_text(result.to_json())
