@@ -17,8 +17,12 @@ aggressive, and a point becomes ready only once its immediate predecessors (one 
 step less aggressive in one parameter) are done. That is what makes pruning exact: no
 point runs before the evidence that could prune it exists. Parallelism comes from the
 lattice's width and from the several combos of a config, which share one pipeline.
-Configs are worked through in order, so trials sharing a pipeline run together; a worker
-moves on to the next config only when the current one has nothing ready.
+Configs are worked through in order, so trials sharing a pipeline run together. When a
+config has nothing ready and a slot would idle, a point whose predecessors are still
+running is handed out speculatively (`EarlyStop.speculate`): it may turn out to be one
+that pruning would have skipped, but it costs a slot that had nothing else to do, and it
+keeps workers on the pipeline they hold. Only then does a worker move on to the next
+config (and load its pipeline).
 
 Once a lattice is done, its bound-deciding points (for each budget, the fastest point
 within it) are queued for confirmation with more timing pairs.
@@ -134,6 +138,7 @@ class Lattice:
     preds: list[list[int]]
     outcomes: dict[int, Outcome] = field(default_factory=dict)
     running: set[int] = field(default_factory=set)
+    speculative: set[int] = field(default_factory=set)  # running before their evidence was in
     over: list[int] = field(default_factory=list)
     confirm_queue: list[int] = field(default_factory=list)
     confirm_done: set[int] = field(default_factory=set)
@@ -267,26 +272,49 @@ class SweepState:
 
     def next_task(self) -> Task | None:
         """The next trial to start, or None when nothing is ready now (or ever: see
-        `finished`). Points found pruned on the way are queued in `self.pruned`."""
+        `finished`). Points found pruned on the way are queued in `self.pruned`.
+
+        Configs go in order. Within the current config: a confirmation, else a ready
+        point, else (with `rule.speculate`) a point one step ahead of those running;
+        only then the next config, whose pipeline a worker must load first.
+        """
         pruned_any = True
         while pruned_any:  # pruning can finish a grid and queue its confirmations
             pruned_any = False
-            for lat in self.lattices:
-                if lat.confirm_queue:
-                    i = lat.confirm_queue.pop(0)
-                    lat.confirm_running.add(i)
-                    return self._task(lat, i, CONFIRM)
-                for i in range(len(lat.points)):
-                    if i in lat.outcomes or i in lat.running or not self._ready(lat, i):
-                        continue
-                    by = self._dominated_by(lat, i) if self.rule.prune else None
-                    if by is not None:
-                        self._prune(lat, i, by)
-                        pruned_any = True
-                        continue
-                    lat.running.add(i)
-                    return self._task(lat, i, SCREEN)
+            for group in self._config_groups():
+                for speculative in (False, True) if self.rule.speculate else (False,):
+                    for lat in group:
+                        if lat.confirm_queue and not speculative:
+                            i = lat.confirm_queue.pop(0)
+                            lat.confirm_running.add(i)
+                            return self._task(lat, i, CONFIRM)
+                        for i in range(len(lat.points)):
+                            if i in lat.outcomes or i in lat.running:
+                                continue
+                            if not (self._ahead(lat, i) if speculative else self._ready(lat, i)):
+                                continue
+                            by = self._dominated_by(lat, i) if self.rule.prune else None
+                            if by is not None:
+                                self._prune(lat, i, by)
+                                pruned_any = True
+                                continue
+                            lat.running.add(i)
+                            if speculative:
+                                lat.speculative.add(i)
+                            return self._task(lat, i, SCREEN)
         return None
+
+    def _config_groups(self) -> list[list[Lattice]]:
+        groups: dict[int, list[Lattice]] = {}
+        for lat in self.lattices:
+            groups.setdefault(lat.config_index, []).append(lat)
+        return list(groups.values())
+
+    def _ahead(self, lat: Lattice, i: int) -> bool:
+        """One step past the evidence: every predecessor is done, or running on its own
+        evidence (never on speculation). Run on a slot that would otherwise idle;
+        pruning may later show it was not needed."""
+        return all(p in lat.outcomes or (p in lat.running and p not in lat.speculative) for p in lat.preds[i])
 
     def _prune(self, lat: Lattice, i: int, by: int) -> None:
         root = lat.points[by].tag
@@ -303,6 +331,7 @@ class SweepState:
             lat.confirm_done.add(i)
             return
         lat.running.discard(i)
+        lat.speculative.discard(i)
         self._record(lat, i, outcome)
         if self.rule.prune and self._over(outcome):
             # Prune eagerly, so progress counts are right and nothing queued runs.

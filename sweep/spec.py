@@ -83,7 +83,7 @@ _MODEL_KEYS = {"model", "preset", "model_path"}
 _PROMPT_KEYS = {"file", "count"}
 _QUALITY_KEYS = {"metric", "budgets"}
 _MEASURE_KEYS = {"screen_pairs", "confirm_pairs", "ci_target"}
-_EARLY_KEYS = {"enabled", "prune", "min_prompts", "margin"}
+_EARLY_KEYS = {"enabled", "prune", "min_prompts", "margin", "speculate"}
 _RANGE_KEYS = {"from", "to", "step"}
 # Limits that depend on the family; `expand` judges them per config, with the family's
 # own range in the message.
@@ -130,6 +130,9 @@ class EarlyStop:
     prune: bool = True
     min_prompts: int = 1
     margin: float = 0.5
+    # Rather than idle a GPU, run a point whose less aggressive neighbours are still
+    # running (pruning might have skipped it): see `sweep.pruning`.
+    speculate: bool = True
 
 
 @dataclass(frozen=True)
@@ -163,9 +166,11 @@ class SweepSpec:
     base_dir: str = "."
 
     def configs(self) -> list[PipelineConfig]:
-        """Every pipeline config, ordered so configs sharing weights are adjacent."""
+        """Every pipeline config, ordered so configs sharing weights are adjacent, and
+        within a model the spec's first step count for every scheduler before the next
+        (the cheaper configs first, when it lists fewer steps first)."""
         out = []
-        for m, sched, steps, res in itertools.product(self.models, self.schedulers, self.steps,
+        for m, steps, sched, res in itertools.product(self.models, self.steps, self.schedulers,
                                                       self.resolutions):
             out.append(PipelineConfig(model=m.model, scheduler=sched, steps=steps, preset=m.preset,
                                       resolution=res, batch=self.batch, model_path=m.model_path,
@@ -205,7 +210,8 @@ class SweepSpec:
                         "confirm_pairs": self.measure.confirm_pairs,
                         "ci_target": self.measure.ci_target},
             "early_stop": {"enabled": self.early_stop.enabled, "prune": self.early_stop.prune,
-                           "min_prompts": self.early_stop.min_prompts, "margin": self.early_stop.margin},
+                           "min_prompts": self.early_stop.min_prompts, "margin": self.early_stop.margin,
+                           "speculate": self.early_stop.speculate},
             "clip_model": self.clip_model,
         })
         return out
@@ -500,13 +506,14 @@ def validate(data: Any, source: str = "spec", base_dir: str = ".") -> SweepSpec:
         probs.add("measure.confirm_pairs", f"{measure.confirm_pairs} is below screen_pairs "
                   f"({measure.screen_pairs}): confirmation must measure at least as many pairs")
     es = _check_keys(top.get("early_stop", {}), _EARLY_KEYS, "early_stop", probs)
-    for flag in ("enabled", "prune"):
+    for flag in ("enabled", "prune", "speculate"):
         if flag in es and not isinstance(es[flag], bool):
             probs.add(f"early_stop.{flag}", f"{es[flag]!r} is not true/false")
     early = EarlyStop(
         enabled=bool(es.get("enabled", True)), prune=bool(es.get("prune", True)),
         min_prompts=_int(es.get("min_prompts", 1), "early_stop.min_prompts", probs, low=1) or 1,
         margin=_number(es.get("margin", 0.5), "early_stop.margin", probs, low=0.0) or 0.0,
+        speculate=bool(es.get("speculate", True)),
     )
     clip_model = top.get("clip_model")
     if metric == "clip" and not clip_model:

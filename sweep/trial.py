@@ -50,6 +50,7 @@ import collections
 import dataclasses
 import gc
 import json
+import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -112,6 +113,9 @@ class TrialSession:
         self._fork = None
         self._applied: methods.Applied | None = None
         self.rebuilds = 0
+        # Seconds spent inside pipeline calls (any kind): what a sweep's GPU utilisation
+        # counts as useful work.
+        self.pipeline_seconds = 0.0
 
     # ------------------------------------------------------------------------ basics
 
@@ -175,10 +179,22 @@ class TrialSession:
 
     # ----------------------------------------------------------------------- images
 
+    def _pipeline_call(self, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            if self.device.startswith("cuda"):
+                import torch
+
+                torch.cuda.synchronize(self.device)
+            self.pipeline_seconds += time.perf_counter() - t0
+
     def _run_baseline(self, prompt: str, seed: int):
         if methods.applied_to(self.pipe) is not None:  # never measure a patched baseline
             raise RuntimeError("the baseline pipeline carries an acceleration patch")
-        return methods.generate(self.pipe, prompt, seed=seed, **self.generation_kwargs())
+        return self._pipeline_call(lambda: methods.generate(self.pipe, prompt, seed=seed,
+                                                            **self.generation_kwargs()))
 
     def baseline_images(self, prompt: str, seed: int):
         """Baseline images of (prompt, seed), on the CPU; computed once per session."""
@@ -189,7 +205,8 @@ class TrialSession:
 
     def accelerated_images(self, acc: Acceleration, prompt: str, seed: int):
         applied = self.accelerate(acc)
-        return applied.generate(prompt, seed=seed, **self.generation_kwargs()).float().cpu()
+        kwargs = self.generation_kwargs()
+        return self._pipeline_call(lambda: applied.generate(prompt, seed=seed, **kwargs)).float().cpu()
 
     # ----------------------------------------------------------------------- quality
 
@@ -253,7 +270,7 @@ class TrialSession:
             return self._run_baseline(prompt, seed)
 
         def run_accel():
-            return applied.generate(prompt, seed=seed, **kwargs)
+            return self._pipeline_call(lambda: applied.generate(prompt, seed=seed, **kwargs))
 
         def report(r: measure.SpeedResult) -> None:
             self._progress(f"speed {acc.tag}: pair {r.n_pairs} speedup={r.speedup:.3f}"
@@ -281,7 +298,7 @@ class TrialSession:
         prompt = self._speed_prompt(prompt)
         applied = self.accelerate(acc)
         kwargs = self.generation_kwargs()
-        flops = measure.count_flops(lambda: applied.generate(prompt, seed=seed, **kwargs))
+        flops = measure.count_flops(lambda: self._pipeline_call(lambda: applied.generate(prompt, seed=seed, **kwargs)))
         return flops / self.baseline_flops(prompt=prompt, seed=seed)
 
     # -------------------------------------------------------------------------- rows

@@ -75,6 +75,12 @@ class LakeSink(Callback):
         if self.state.pruned:
             self._write([])
 
+    def on_trial_start(self, iteration, trials, trial, **info):
+        # Without this the line is written only as a trial ends, when one slot is
+        # always momentarily free, and "running" reads one low.
+        if trial.trial_id in self.tasks:
+            self.progress.update()
+
     def on_trial_complete(self, iteration, trials, trial, **info):
         task = self.tasks.get(trial.trial_id)
         if task is None or trial.trial_id in self.handled:
@@ -107,6 +113,7 @@ class LakeSink(Callback):
                                            "load_seconds": result.get("load_seconds"),
                                            "loaded_pipeline": result.get("loaded_pipeline"),
                                            "inference_seconds": result.get("inference_seconds"),
+                                           "pipeline_seconds": result.get("pipeline_seconds"),
                                            "gpu_ids": result.get("gpu_ids"), "node_id": result.get("node_id")})
         self.state.complete(task, outcome_of(row, self.ctx.spec.metric))
         self._write([row])

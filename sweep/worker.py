@@ -103,6 +103,7 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
               "gpu_ids": [str(g) for g in ray.get_gpu_ids()], "loaded_pipeline": loaded}
 
     t_infer = time.monotonic()
+    busy0 = session.pipeline_seconds
     summary = None
     status, stop_reason = OK, None
     done = 0
@@ -140,6 +141,7 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     report: dict[str, Any] = {"row_json": json.dumps(row, default=str), "prompts_done": done,
                               "timed_seconds": timed_s, "load_seconds": load_s,
                               "inference_seconds": inference_s,
+                              "pipeline_seconds": session.pipeline_seconds - busy0,
                               "trial_seconds": time.monotonic() - t0, **common}
     if not _SESSION["baseline_sent"] and session.baseline_key not in settings.get("known_baselines", ()):
         base = session.baseline_row(sweep_id=settings["sweep_id"], runs=settings["measure"]["screen_pairs"])

@@ -56,12 +56,12 @@ def test_clearly_over_needs_margin_and_evidence():
     assert not clearly_over([0.2], budgets, EarlyStop(min_prompts=2))
 
 
-def _state(prune=True, stored=None):
+def _state(prune=True, stored=None, speculate=True):
     data = yaml.safe_load((SWEEPS / "default.yaml").read_text())
     data["combos"] = ["deepcache"]
     data["quality"]["budgets"] = [0.02, 0.05]
     spec = S.validate(data)
-    rule = EarlyStop(enabled=True, prune=prune, min_prompts=1, margin=0.5)
+    rule = EarlyStop(enabled=True, prune=prune, min_prompts=1, margin=0.5, speculate=speculate)
     return SweepState(S.expand(spec).combos, spec.budgets, rule,
                       lambda c, a: trial_key(c, a, "cpu", {"v": "1"}), stored=stored)
 
@@ -103,11 +103,44 @@ def test_without_pruning_everything_runs():
 
 
 def test_ready_waits_for_predecessors():
-    state = _state()
+    state = _state(speculate=False)
     first = state.next_task()
     assert first.acc.tag == "DC2B1"  # the gentlest point
     # Every other point is at least as aggressive as DC2B1: nothing else is ready.
     assert state.next_task() is None and not state.finished
+
+
+def test_speculation_fills_idle_slots_one_step_ahead():
+    state = _state()
+    assert state.next_task().acc.tag == "DC2B1"
+    # Nothing is ready, so the points one step past the running DC2B1 go out instead...
+    ahead = {state.next_task().acc.tag, state.next_task().acc.tag}
+    assert ahead == {"DC2B0", "DC3B1"}
+    # ...but never two steps ahead: DC3B0 and DC4B1 wait for those.
+    assert state.next_task() is None
+
+
+def test_speculation_still_prunes_and_finds_the_same_bounds():
+    def run(speculate):
+        state, ran, running = _state(speculate=speculate), [], []
+        while not state.finished:
+            task = state.next_task()
+            while task is not None and len(running) < 3:  # three slots
+                running.append(task)
+                task = state.next_task() if len(running) < 3 else None
+            if task is not None:
+                running.append(task)
+            done = running.pop(0)
+            ran.append((done.phase, done.acc.tag))
+            loss = _loss(done.acc)
+            state.complete(done, Outcome(OK, loss, 1.0 + done.acc.params["cache_interval"] - loss))
+        return state, ran
+
+    spec_state, spec_ran = run(True)
+    plain_state, plain_ran = run(False)
+    assert [t for p, t in spec_ran if p == CONFIRM] == [t for p, t in plain_ran if p == CONFIRM] == ["DC2B1", "DC4B1"]
+    # DC4B0 is two steps past DC2B0, which is over budget: still pruned.
+    assert "DC4B0" in {task.acc.tag for task, _ in spec_state.pruned}
 
 
 def test_stored_outcomes_are_skipped_and_still_prune():
