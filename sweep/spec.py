@@ -82,7 +82,7 @@ _TOP_KEYS = {
 _MODEL_KEYS = {"model", "preset", "model_path"}
 _PROMPT_KEYS = {"file", "count"}
 _QUALITY_KEYS = {"metric", "budgets"}
-_MEASURE_KEYS = {"screen_pairs", "confirm_pairs", "ci_target"}
+_MEASURE_KEYS = {"screen_pairs", "confirm_pairs", "ci_target", "count_flops"}
 _EARLY_KEYS = {"enabled", "prune", "min_prompts", "margin", "speculate"}
 _RANGE_KEYS = {"from", "to", "step"}
 # Limits that depend on the family; `expand` judges them per config, with the family's
@@ -115,6 +115,12 @@ class Measure:
     screen_pairs: int = 2
     confirm_pairs: int = 6
     ci_target: float = 0.05
+    # FLOP counting runs the pipeline under torch's FlopCounterMode, several times slower
+    # than a plain call on a launch-bound GPU; by default only confirmed points pay for it.
+    count_flops: str = "confirm"
+
+
+FLOP_COUNTING = ("always", "confirm", "never")
 
 
 @dataclass(frozen=True)
@@ -208,7 +214,7 @@ class SweepSpec:
             "quality": {"metric": self.metric, "budgets": list(self.budgets)},
             "measure": {"screen_pairs": self.measure.screen_pairs,
                         "confirm_pairs": self.measure.confirm_pairs,
-                        "ci_target": self.measure.ci_target},
+                        "ci_target": self.measure.ci_target, "count_flops": self.measure.count_flops},
             "early_stop": {"enabled": self.early_stop.enabled, "prune": self.early_stop.prune,
                            "min_prompts": self.early_stop.min_prompts, "margin": self.early_stop.margin,
                            "speculate": self.early_stop.speculate},
@@ -501,7 +507,11 @@ def validate(data: Any, source: str = "spec", base_dir: str = ".") -> SweepSpec:
         screen_pairs=_int(ms.get("screen_pairs", 2), "measure.screen_pairs", probs, low=2) or 2,
         confirm_pairs=_int(ms.get("confirm_pairs", 6), "measure.confirm_pairs", probs, low=2) or 6,
         ci_target=_number(ms.get("ci_target", 0.05), "measure.ci_target", probs, low=0.0, high=1.0) or 0.05,
+        count_flops=str(ms.get("count_flops", "confirm")),
     )
+    if measure.count_flops not in FLOP_COUNTING:
+        probs.add("measure.count_flops", f"{measure.count_flops!r} is not one of {', '.join(FLOP_COUNTING)}: "
+                  "'confirm' counts FLOPs for confirmed points only")
     if measure.confirm_pairs < measure.screen_pairs:
         probs.add("measure.confirm_pairs", f"{measure.confirm_pairs} is below screen_pairs "
                   f"({measure.screen_pairs}): confirmation must measure at least as many pairs")

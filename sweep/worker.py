@@ -122,8 +122,9 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     timed_s = 0.0
     ratio = speed = None
     if status == OK:
-        ratio = session.compute_ratio(acc, prompt=prompts[0], seed=seeds[0])
         m = settings["measure"]
+        if m["count_flops"] == "always" or (m["count_flops"] == "confirm" and phase == CONFIRM):
+            ratio = session.compute_ratio(acc, prompt=prompts[0], seed=seeds[0])
         if phase == CONFIRM:
             pairs = {"min_pairs": m["confirm_pairs"], "max_pairs": 3 * m["confirm_pairs"]}
         else:

@@ -51,10 +51,12 @@ def test_validation_collects_every_problem_with_key_paths():
     data["quality"]["metric"] = "lpips"
     data["combos"].append("deepcache+toem")
     data["measure"]["scren_pairs"] = 3
+    data["measure"]["count_flops"] = "sometimes"
     with pytest.raises(S.SpecError) as err:
         S.validate(data)
     text = str(err.value)
-    assert len(err.value.problems) == 7, text
+    assert len(err.value.problems) == 8, text
+    assert "measure.count_flops: 'sometimes' is not one of always, confirm, never" in text
     assert "methods.tome.max_downsample: 1 is not valid on Stable Diffusion XL: use one of 2, 4, 8" in text
     assert "methds: unknown key: did you mean 'methods'?" in text
     assert "steps[1]: 'x' is not an integer" in text

@@ -34,6 +34,8 @@ def test_tiny_sweep_writes_expected_rows_and_a_rerun_writes_none(local_ray, tmp_
     # The bound-deciding point is confirmed under the same key, final, with more pairs allowed.
     assert len(confirm) == 1 and confirm[0]["final"] is True
     assert confirm[0]["trial_key"] in {r["trial_key"] for r in screen}
+    # FLOPs are counted for confirmed points only (measure.count_flops: confirm).
+    assert all(r["compute_ratio"] is None for r in screen) and 0 < confirm[0]["compute_ratio"] < 1.5
     assert summary.rows_written == len(rows) == 5
     # Pipelines stay resident: at most one load per worker (two run at once), not one per trial.
     loads = [t["loaded_pipeline"] for t in summary.trial_seconds]
