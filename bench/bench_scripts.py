@@ -14,6 +14,10 @@ random weights), saved once with `save_pretrained` so that the scripts load them
 
     PYTHONPATH=. python bench/bench_scripts.py --codegen OUT/tasks --n 6 --out $OUT/scripts.json
 
+and smoke it on a CPU (tiny presets; the speeds then mean nothing)::
+
+    PYTHONPATH=. python bench/bench_scripts.py --codegen OUT/tasks --n 2 --device cpu --preset tiny --pairs 2 --out /tmp/s.json
+
 `--tasks ID,ID` picks tasks; by default the first feasible task of each (family, method)
 in turn, until `--n`. `--gpu-slots` runs checks in parallel, one process per GPU.
 """
@@ -80,19 +84,21 @@ def load_script(path: str):
     return mod
 
 
-def preset_folder(model: str, cache: Path) -> Path:
-    """The `arch` preset of `model`, saved once in fp16 (built on the GPU: seconds)."""
+def preset_folder(model: str, cache: Path, preset: str = "arch", device: str = "cuda") -> Path:
+    """The offline `preset` of `model`, saved once (fp16 when built on a GPU: seconds)."""
     import torch
 
     from sweep import pipelines
 
-    path = cache / f"{model}-arch"
+    path = cache / f"{model}-{preset}"
     if not (path / "model_index.json").exists():
-        pipe = pipelines.build(model, "arch", device="cuda", dtype=torch.float16)
+        dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        pipe = pipelines.build(model, preset, device=device, dtype=dtype)
         tmp = Path(tempfile.mkdtemp(prefix=f".{model}-", dir=cache))
         pipe.save_pretrained(tmp, safe_serialization=True)
         del pipe
-        torch.cuda.empty_cache()
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
         os.replace(tmp, path)
     return path
 
@@ -101,22 +107,22 @@ def pil_to_tensor(image):
     import numpy as np
     import torch
 
-    return torch.from_numpy(np.asarray(image.convert("RGB"))).permute(2, 0, 1)
+    return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
 
 
-def check(task: dict, cache: Path, pairs: int) -> dict:
+def check(task: dict, cache: Path, pairs: int, device: str = "cuda", preset: str = "arch") -> dict:
     import torch
 
     from sweep import measure
     from sweep.quality import ssim_psnr
 
     c, choice = task["config"], task["choice"]
-    model_dir = preset_folder(c["model"], cache)
+    model_dir = preset_folder(c["model"], cache, preset, device)
     mod = load_script(task["script"])
     out_png = str(cache / f"{task['task_id']}.png")
     argv = sys.argv
     try:
-        sys.argv = [task["script"], "--model", str(model_dir), "--device", "cuda", "--output", out_png]
+        sys.argv = [task["script"], "--model", str(model_dir), "--device", device, "--output", out_png]
         args = mod.parse_args()
     finally:
         sys.argv = argv
@@ -124,11 +130,19 @@ def check(task: dict, cache: Path, pairs: int) -> dict:
     base = mod.load_pipeline(args.model, args.device)
     accel, _helper = mod.accelerate(mod.load_pipeline(args.model, args.device))
     load_s = time.monotonic() - t0
-    base_img = pil_to_tensor(mod.generate(base, args)).float().div(255).unsqueeze(0)
-    accel_img = pil_to_tensor(mod.generate(accel, args)).float().div(255).unsqueeze(0)
+    # The script's own baseline mode: the same call without the acceleration (T-GATE's
+    # scripts call pipe.tgate(...), which an unpatched pipeline does not have).
+    def run_base():
+        return mod.generate(base, args, accelerated=False)
+
+    def run_accel():
+        return mod.generate(accel, args)
+
+    base_img = pil_to_tensor(run_base()).float().div(255).unsqueeze(0)
+    accel_img = pil_to_tensor(run_accel()).float().div(255).unsqueeze(0)
     ssim, psnr = ssim_psnr(accel_img, base_img)
-    speed = measure.measure_pairs(lambda: mod.generate(base, args), lambda: mod.generate(accel, args),
-                                  device="cuda", min_pairs=pairs, max_pairs=2 * pairs, target_halfwidth=0.03)
+    speed = measure.measure_pairs(run_base, run_accel, device=device, min_pairs=pairs, max_pairs=2 * pairs,
+                                  target_halfwidth=0.03)
     lo, hi = speed.interval
     lake = choice["speedup"]
     loss = 1.0 - ssim
@@ -143,11 +157,12 @@ def check(task: dict, cache: Path, pairs: int) -> dict:
         "script_loss": loss, "script_psnr": psnr,
         "speed_agrees": abs(speed.speedup / lake - 1) <= TOLERANCE,
         "loss_within_budget": loss <= task["budget"],
-        "device": torch.cuda.get_device_name(0), "load_s": load_s,
+        "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu", "load_s": load_s,
     }
     result["gpu_seconds"] = time.monotonic() - t0
     base = accel = None  # free both pipelines before the next task
-    torch.cuda.empty_cache()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
     return result
 
 
@@ -169,7 +184,7 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--codegen", type=Path, required=True, help="a `diffaccel codegen` output folder")
     ap.add_argument("--n", type=int, default=6, help="how many tasks to check")
@@ -178,9 +193,12 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=8, help="interleaved pairs per script (at least)")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "diffaccel-presets")
     ap.add_argument("--gpu-slots", type=int, default=1, help="check this many tasks at once, one per GPU")
+    ap.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke run with --preset tiny")
+    ap.add_argument("--preset", choices=["arch", "tiny"], default="arch",
+                    help="the offline preset the scripts load (arch: real size, random weights)")
     ap.add_argument("--out", type=Path, required=True, help="JSON results; a .md table is written beside")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args.cache.mkdir(parents=True, exist_ok=True)
     tasks = feasible(args.codegen)
@@ -192,7 +210,7 @@ def main() -> None:
         results = []
         for task in chosen:
             try:
-                results.append(check(task, args.cache, args.pairs))
+                results.append(check(task, args.cache, args.pairs, args.device, args.preset))
             except Exception as e:  # noqa: BLE001 - one broken script must not hide the others
                 results.append({"task_id": task["task_id"], "error": f"{type(e).__name__}: {e}"[-500:]})
             print(json.dumps(results[-1], default=str), flush=True)
@@ -202,7 +220,7 @@ def main() -> None:
         for model in sorted({t["config"]["model"] for t in chosen}):
             subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
                             f"from bench.bench_scripts import preset_folder; from pathlib import Path; "
-                            f"preset_folder({model!r}, Path({str(args.cache)!r}))"], check=True)
+                            f"preset_folder({model!r}, Path({str(args.cache)!r}), {args.preset!r})"], check=True)
         procs = []
         for slot in range(args.gpu_slots):
             ids = [t["task_id"] for t in chosen[slot::args.gpu_slots]]
@@ -212,7 +230,8 @@ def main() -> None:
             env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(slot))
             procs.append((part, subprocess.Popen(
                 [sys.executable, __file__, "--codegen", str(args.codegen), "--tasks", ",".join(ids),
-                 "--pairs", str(args.pairs), "--cache", str(args.cache), "--out", str(part), "--worker"],
+                 "--pairs", str(args.pairs), "--cache", str(args.cache), "--out", str(part), "--worker",
+                 "--preset", args.preset],
                 env=env)))
         results = []
         for part, proc in procs:
