@@ -9,7 +9,15 @@ runs as its own process (`python -m sweep.cli`, what `diffaccel` runs), and is t
     .venv/bin/python bench/bench_codegen.py [--rows 100000] [--scales 0.7,0.85,1.0] [--repeat 3] [--keep DIR]
 
 Scales below 1 keep every task feasible, so every task is rendered; the default CLI
-scales (0.8,1.0,1.2) are timed as well.
+scales (0.8,1.0,1.2) are timed as well. Runs after the first of each scale write into
+the same folder, as a rerun of `codegen` does.
+
+Timing on the CI machine: its root filesystem is ext4 without a journal, where creating
+files within a few minutes of deleting thousands is slow (each new inode skips past the
+recently freed ones): a first `codegen` into a fresh folder then takes seconds longer.
+The cleanup at the end of this script deletes some 18,000 files, so leave five minutes
+between runs (or use --keep and delete the folder later); the per-run times show such
+outliers. The machine's speed also varies over time: compare builds in the same window.
 """
 
 from __future__ import annotations
@@ -107,8 +115,9 @@ def timed(args: list[str]) -> tuple[float, float, str]:
 def fmt(runs: list[tuple[float, float, str]]) -> str:
     walls = sorted(r[0] for r in runs)
     cpus = sorted(r[1] for r in runs)
+    each = ", ".join(f"{r[0]:.2f}" for r in runs)
     return (f"wall min {walls[0]:6.2f} s, median {statistics.median(walls):6.2f} s; "
-            f"CPU min {cpus[0]:6.2f} s  ({len(runs)} runs)")
+            f"CPU min {cpus[0]:6.2f} s  ({len(runs)} runs: {each} s)")
 
 
 def main() -> None:

@@ -112,8 +112,10 @@ def tasks_cmd(
         elif spec is not None:
             raise _fail("--spec is only read by --strategy grid: add --strategy grid or drop --spec")
         lk = _open(lake)
-        tasks = build_tasks(read_trials(lk), budget=budget, metric=metric, scales=scale_values, policy=policy,
-                            grid=grid)
+        trials = read_trials(lk)
+        lk.close()  # before build_tasks forks its workers: a forked child would lack DuckDB's threads
+        tasks = build_tasks(trials, budget=budget, metric=metric, scales=scale_values, policy=policy,
+                            grid=grid, workers=None)
     except (ConfigError, LakeError) as e:
         raise _fail(str(e)) from None
     path = write_tasks(out / "tasks.jsonl", tasks)
@@ -143,7 +145,6 @@ def codegen_cmd(
                                      "is infeasible (hard tasks beyond the bound are expected to be)"),
 ) -> None:
     """Render one runnable script per feasible task; record every other task with its reason."""
-    from codegen.lake import LakeError
     from codegen.scripts import write_batch
     from codegen.tasks import read_tasks, read_trials, task_for_request
     from codegen.texts import parse
@@ -156,15 +157,20 @@ def codegen_cmd(
         if task is not None:
             if lake is None:
                 raise _fail("--task needs --lake L: the lake to find the parameters in")
+            from codegen.lake import LakeError  # only --task reads a lake (and needs DuckDB)
+
             req = parse(task)
-            items = [task_for_request(read_trials(_open(lake)), req, policy=policy)]
+            try:
+                items = [task_for_request(read_trials(_open(lake)), req, policy=policy)]
+            except LakeError as e:
+                raise _fail(str(e)) from None
         else:
             if lake is not None:
                 raise _fail("--lake is only read with --task; a tasks file already holds its answers")
             items = list(read_tasks(tasks))
-    except (ConfigError, LakeError) as e:
+    except ConfigError as e:
         raise _fail(str(e)) from None
-    result = write_batch(items, out, write_tasks_file=task is not None)
+    result = write_batch(items, out, write_tasks_file=task is not None, workers=None)
     typer.echo(result.summary())
     for e in result.entries:
         if e["status"] == "malformed":

@@ -50,10 +50,9 @@ import math
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import duckdb
-import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -69,6 +68,9 @@ from sweep.lake_schema import (
     TRIAL_SCHEMA,
     TRIALS_DIR,
 )
+
+if TYPE_CHECKING:  # DuckDB imports pandas itself when a frame is asked for
+    import pandas as pd
 
 DEFAULT_BUDGET = 0.02
 DEFAULT_METRIC = "ssim"
@@ -442,6 +444,14 @@ class Lake:
             cur.execute(f"CREATE TEMP VIEW bounds AS SELECT * FROM bounds_at({budget!r}, {_literal(metric)})")
             cur.execute(f"CREATE TEMP VIEW pareto AS SELECT * FROM pareto_at({_literal(metric)})")
         return cur
+
+    def close(self) -> None:
+        """Close the lake's DuckDB database (and with it every connection from `connect`,
+        and DuckDB's worker threads). Querying again opens it anew."""
+        for con in (self._con, self._db):
+            if con is not None:
+                con.close()
+        self._con = self._db = None
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import shutil
+import stat
 import tempfile
 import uuid
 from collections import Counter
@@ -31,6 +32,7 @@ from typing import Any
 import jinja2
 
 from codegen import texts
+from codegen.parallel import ordered_map, worker_count
 from codegen.tasks import FEASIBLE, BadLine, Task, write_jsonl
 from sweep.catalog import (
     FAMILIES,
@@ -157,6 +159,8 @@ def render(task: Task) -> Script:
     """The script for a feasible task. Raises ConfigError naming what is wrong."""
     if task.status != FEASIBLE or not task.choice:
         raise ConfigError(f"task {task.task_id} is {task.status}, not feasible: there is no point to render")
+    if not isinstance(task.choice, Mapping):
+        raise ConfigError(f"task {task.task_id}: choice must be an object, got {type(task.choice).__name__}")
     c, ch = task.config, task.choice
     fam = family(str(c.get("model")))
     sched = scheduler(str(c.get("scheduler")))
@@ -279,27 +283,78 @@ class BatchResult:
                    for e in self.entries)
 
 
+# A batch with this many scripts to render is shared among worker processes when the
+# caller allows it (`write_batch(workers=None)`, as `diffaccel codegen` does).
+PARALLEL_MIN_RENDERS = 1000
+_CHUNK = 250
+_RENDER_ERRORS = (ConfigError, jinja2.TemplateError, TypeError, ValueError, KeyError)
+
+
+def _rendered(task: Task) -> tuple[str, str, str] | str:
+    """(file name, tag, source) of a task's script, or why it cannot be rendered."""
+    try:
+        script = render(task)
+    except _RENDER_ERRORS as e:
+        return str(e)
+    return script.name, script.acc.tag, script.source
+
+
+def _same_point(item: Task) -> str:
+    """Tasks answered by the same point share its script; what render checks must match too."""
+    ch = item.choice
+    if not isinstance(ch, Mapping):  # no usable choice: render says what is wrong
+        return json.dumps([item.config, ch], sort_keys=True, default=str)
+    return json.dumps([str(ch.get("trial_key")), item.config, ch.get("method"), ch.get("params"), ch.get("tag")],
+                      sort_keys=True, default=str)
+
+
 def write_batch(tasks: Iterable[Task | BadLine], out: str | os.PathLike, *,
-                write_tasks_file: bool = False) -> BatchResult:
+                write_tasks_file: bool = False, workers: int | None = 1) -> BatchResult:
     """Render every feasible task into OUT/scripts and write OUT/manifest.json and
     OUT/search_params.json (and OUT/tasks.jsonl when `write_tasks_file`).
 
     Scripts are written into a fresh folder that then replaces OUT/scripts in one
-    rename, so OUT/scripts always matches one whole batch and its manifest.
+    rename, so OUT/scripts always matches one whole batch and its manifest. A script
+    whose bytes equal the file of that name in the OUT/scripts being replaced is that
+    file, hard-linked into the new folder rather than written again.
+
+    `workers`: processes to render in; None for one per available core when the batch
+    has `PARALLEL_MIN_RENDERS` scripts or more (see `codegen.parallel`). The result is
+    the same either way.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    items = list(tasks)
+    # Each distinct point to render once, in the order of its first task.
+    same_of: dict[int, str] = {}
+    todo: dict[str, Task] = {}
+    for i, item in enumerate(items):
+        if isinstance(item, Task) and item.status == FEASIBLE:
+            same_of[i] = same = _same_point(item)
+            todo.setdefault(same, item)
     staging = Path(tempfile.mkdtemp(prefix=".scripts-", dir=out))
     entries: list[dict[str, Any]] = []
+    encoded: list[str] = []  # each entry's manifest line, written as it is final (the workers render meanwhile)
+
+    def add(entry: dict[str, Any]) -> None:
+        entries.append(entry)
+        encoded.append("    " + json.dumps(entry, ensure_ascii=False))
+
     search: dict[str, dict[str, Any]] = {}
     names: dict[str, str] = {}  # file name -> trial key it was rendered for
-    by_key: dict[str, tuple[str, str]] = {}  # rendered point -> (file name, tag)
+    by_key: dict[str, tuple[str, str] | str] = {}  # rendered point -> (file name, tag), or why not
     kept: list[Task] = []
+    files = _Files(staging, out / "scripts")
+    results = None
     try:
-        for item in tasks:
+        n = worker_count(len(todo), workers, min_items=PARALLEL_MIN_RENDERS, chunk=_CHUNK)
+        if n > 1:
+            _template()  # compile it once, before the workers fork
+        # This process writes the files out as the workers render them.
+        results = ordered_map(_rendered, list(todo.values()), _CHUNK, workers=n if n > 1 else 0)
+        for i, item in enumerate(items):
             if isinstance(item, BadLine):
-                entries.append({"task_id": item.task_id, "line": item.line, "status": MALFORMED,
-                                "reason": item.reason})
+                add({"task_id": item.task_id, "line": item.line, "status": MALFORMED, "reason": item.reason})
                 continue
             kept.append(item)
             entry: dict[str, Any] = {"task_id": item.task_id, "status": item.status,
@@ -309,46 +364,93 @@ def write_batch(tasks: Iterable[Task | BadLine], out: str | os.PathLike, *,
                 entry["skipped_points"] = item.skipped_points
             if item.status != FEASIBLE:
                 entry["reason"] = item.reason
-                entries.append(entry)
+                add(entry)
                 continue
-            key = str((item.choice or {}).get("trial_key"))
-            # Tasks answered by the same point share its script; what render checks must match too.
-            same = json.dumps([key, item.config, item.choice.get("method"), item.choice.get("params"),
-                               item.choice.get("tag")], sort_keys=True, default=str)
-            if same in by_key:
-                name, tag = by_key[same]
-            else:
-                try:
-                    script = render(item)
-                except (ConfigError, jinja2.TemplateError, TypeError, ValueError, KeyError) as e:
-                    entry.update(status=MALFORMED, reason=str(e))
-                    entries.append(entry)
-                    continue
-                name, tag = script.name, script.acc.tag
-                if names.get(name, key) != key:  # same tag and config, another measurement
-                    name = f"{name[:-3]}_{key[:8]}.py"
-                if name not in names:
-                    (staging / name).write_text(script.source, encoding="utf-8")
-                    names[name] = key
-                by_key[same] = (name, tag)
+            same = same_of[i]
+            if same not in by_key:
+                result = next(results)
+                if isinstance(result, str):
+                    by_key[same] = result
+                else:
+                    name, tag, source = result
+                    key = str((item.choice or {}).get("trial_key"))
+                    if names.get(name, key) != key:  # same tag and config, another measurement
+                        name = f"{name[:-3]}_{key[:8]}.py"
+                    if name not in names:
+                        files.put(name, source)
+                        names[name] = key
+                    by_key[same] = (name, tag)
+            done = by_key[same]
+            if isinstance(done, str):  # could not be rendered
+                entry.update(status=MALFORMED, reason=done)
+                add(entry)
+                continue
+            name, tag = done
             # First task wins: the key has no device kind or resolution, so tasks on
             # several GPU kinds can share one.
             search.setdefault(search_params_key(item), dict(item.choice["params"]))
             entry.update(status=RENDERED, script=f"scripts/{name}", tag=tag,
                          speedup=item.choice.get("speedup"), quality_loss=item.choice.get("quality_loss"))
-            entries.append(entry)
+            add(entry)
+        results.close()  # shut the workers down now, before the swap
         _swap_folder(staging, out / "scripts")
     finally:
+        if results is not None:
+            results.close()
         shutil.rmtree(staging, ignore_errors=True)
     counts = Counter(e["status"] for e in entries)
     if write_tasks_file:
         write_jsonl(out / "tasks.jsonl", (t.to_dict() for t in kept))
     # One task a line: readable, diffable, and written by json's C encoder.
-    lines = ",\n".join("    " + json.dumps(e, ensure_ascii=False) for e in entries)
+    lines = ",\n".join(encoded)
     _write_text(out / "manifest.json", f'{{\n  "counts": {json.dumps(dict(sorted(counts.items())))},\n'
                 f'  "tasks": [\n{lines}\n  ]\n}}\n')
     _write_text(out / "search_params.json", json.dumps(search, indent=2) + "\n")
     return BatchResult(entries, counts, out)
+
+
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+class _Files:
+    """Writes scripts into the staging folder. A script whose bytes equal the file of the
+    same name in the folder being replaced is hard-linked from it instead: no new file,
+    and none freed when the old folder goes. (On ext4 without a journal, as on the CI
+    machine, each file created within minutes of freeing thousands scans past them:
+    rewriting every script of a rerun took seconds.)"""
+
+    def __init__(self, staging: Path, previous: Path):
+        self.staging = str(staging)
+        self.previous = str(previous) if previous.is_dir() and not previous.is_symlink() else None
+
+    def put(self, name: str, source: str) -> None:
+        # The bytes Path.write_text would write (text mode turns "\n" into os.linesep).
+        data = (source if os.linesep == "\n" else source.replace("\n", os.linesep)).encode("utf-8")
+        if self.previous is not None and self._link(name, data):
+            return
+        # os.open/os.write: half the system calls of open(), and a batch writes thousands.
+        fd = os.open(os.path.join(self.staging, name), _CREATE, 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+
+    def _link(self, name: str, data: bytes) -> bool:
+        old = os.path.join(self.previous, name)
+        try:
+            st = os.lstat(old)
+            # Only a plain file of ours: not a link, not shared with another name.
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_size != len(data):
+                return False
+            with open(old, "rb") as f:
+                if f.read(len(data) + 1) != data:
+                    return False
+            os.link(old, os.path.join(self.staging, name), follow_symlinks=False)
+        except (OSError, NotImplementedError):  # no hard links here: write it
+            return False
+        return True
 
 
 def _swap_folder(new: Path, final: Path) -> None:

@@ -20,20 +20,24 @@ malformed line instead of failing the batch.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
+import gc
 import json
 import math
 import os
+import sys
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timezone
 from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from codegen import texts
-from codegen.lake import check_budget, check_metric
+from codegen.parallel import ordered_map, worker_count
 from codegen.policy import DEFAULT_POLICY, Point, check_policy, choose
 from sweep.catalog import (
     PARAM_OWNER,
@@ -123,7 +127,7 @@ class Task:
         """Read a task back, checking what codegen relies on (a clear error otherwise)."""
         if not isinstance(data, Mapping):
             raise ConfigError(f"a task must be a JSON object, got {type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = _task_fields()
         unknown = sorted(set(data) - names)
         if unknown:
             raise ConfigError(f"unknown task field(s) {', '.join(unknown)}: known fields are "
@@ -144,6 +148,11 @@ class Task:
         return texts.Request(model=c["model"], scheduler=c["scheduler"], steps=int(c["steps"]),
                              method=c["method"], speedup=self.requested_speedup, budget=self.budget,
                              metric=self.metric, device_kind=c["device_kind"], resolution=c["resolution"])
+
+
+@functools.cache
+def _task_fields() -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(Task))
 
 
 def make_task_id(config: Mapping[str, Any], requested: float | None, budget: float, metric: str) -> str:
@@ -197,7 +206,10 @@ def _native(value: Any) -> Any:
         return value
     if kind is float:
         return None if value != value else value
-    if value is None or value is pd.NA or value is pd.NaT:
+    if value is None:
+        return None
+    pd = sys.modules.get("pandas")  # a value from a DataFrame; pandas is loaded then
+    if pd is not None and (value is pd.NA or value is pd.NaT):
         return None
     if hasattr(value, "isoformat"):
         return value.isoformat()
@@ -210,24 +222,32 @@ def _native(value: Any) -> Any:
 
 def choice_of(row: Mapping[str, Any], loss_col: str, acc: Acceleration | None = None) -> dict[str, Any]:
     acc = acc or Acceleration.from_params(row["method"], row_params(row))
+    plain = {c: _native(row.get(c)) for c in (*_CHOICE_COLUMNS, loss_col)}
+    return _choice(plain, loss_col, acc.combo, acc.params, acc.tag)
+
+
+def _choice(row: Mapping[str, Any], loss_col: str, combo: str, params: Mapping[str, Any], tag: str) -> dict[str, Any]:
+    """`choice_of` for a row of plain values, with the point's combination, parameters
+    and tag already worked out."""
+    get = row.get
     return {
-        "method": acc.combo,
-        "params": acc.params,
-        "tag": acc.tag,
-        "speedup": _native(row.get("speedup")),
-        "speedup_ci_low": _native(row.get("speedup_ci_low")),
-        "speedup_ci_high": _native(row.get("speedup_ci_high")),
-        "quality_loss": _native(row.get(loss_col)),
-        "trial_key": _native(row.get("trial_key")),
-        "device": _native(row.get("device")),
-        "device_kind": _native(row.get("device_kind")),
-        "preset": _native(row.get("preset")),
-        "model_path": _native(row.get("model_path")),
-        "dtype": _native(row.get("dtype")),
-        "guidance_scale": _native(row.get("guidance_scale")),
-        "phase": _native(row.get("phase")),
-        "n_prompts": _native(row.get("n_prompts")),
-        "measured_at": _native(row.get("finished_at")),
+        "method": combo,
+        "params": dict(params),
+        "tag": tag,
+        "speedup": get("speedup"),
+        "speedup_ci_low": get("speedup_ci_low"),
+        "speedup_ci_high": get("speedup_ci_high"),
+        "quality_loss": get(loss_col),
+        "trial_key": get("trial_key"),
+        "device": get("device"),
+        "device_kind": get("device_kind"),
+        "preset": get("preset"),
+        "model_path": get("model_path"),
+        "dtype": get("dtype"),
+        "guidance_scale": get("guidance_scale"),
+        "phase": get("phase"),
+        "n_prompts": get("n_prompts"),
+        "measured_at": get("finished_at"),
     }
 
 
@@ -245,26 +265,95 @@ _CHECK_COLUMNS = ("method", "model", "steps", "tag", "trial_key", "params_json",
 TRIAL_COLUMNS = ("status", *_ROW_COLUMNS)
 
 
-def read_trials(lake) -> pd.DataFrame:
-    """The trials (one row per trial key) of an open `codegen.lake` lake, only the columns
-    tasks read: a lake row holds some eighty columns, most of them not needed here."""
+# What `choice_of` reads of a row, besides the loss column of the metric.
+_CHOICE_COLUMNS = ("speedup", "speedup_ci_low", "speedup_ci_high", "trial_key", "device", "device_kind", "preset",
+                   "model_path", "dtype", "guidance_scale", "phase", "n_prompts", "finished_at")
+
+
+class _TrialColumns(dict):
+    """{column: list} whose values are plain already (what `read_trials` returns)."""
+
+
+def read_trials(lake) -> dict[str, list]:
+    """The trials (one row per trial key, by trial key) of an open `codegen.lake` lake, as
+    columns of plain Python values (missing values and NaN are None; times are naive
+    datetimes in UTC, as DuckDB hands TIMESTAMPTZ to NumPy), only the columns tasks
+    read: a lake row holds some eighty columns, most of them not needed here.
+
+    Fetched from DuckDB as NumPy arrays, several times faster than a DataFrame and with
+    no pandas. Column `_config` numbers each row's config (`BOUND_GROUP`) in the order
+    configs sort in, missing values last. `build_tasks` takes this or a DataFrame.
+    """
     cols = ", ".join(f'"{c}"' for c in TRIAL_COLUMNS)
-    return lake.sql(f"SELECT {cols} FROM trials ORDER BY trial_key")
+    order = ", ".join(f'"{c}" NULLS LAST' for c in BOUND_GROUP)
+    arrays = lake.con.execute(f"SELECT {cols}, dense_rank() OVER (ORDER BY {order}) - 1 AS _config "
+                              "FROM trials ORDER BY trial_key").fetchnumpy()
+    import numpy as np  # DuckDB's fetchnumpy has loaded it
+
+    out = _TrialColumns()
+    for c, a in arrays.items():
+        values = a.tolist()  # NULL is None (a masked array)
+        if a.dtype.kind == "f" and np.isnan(np.ma.getdata(a)).any():
+            values = [None if v != v else v for v in values]
+        out[c] = values
+    return out
+
+
+def _none_last(key: tuple) -> tuple:
+    return tuple((v is None, v if v is not None else 0) for v in key)
+
+
+def _trial_columns(trials) -> dict[str, list]:
+    """{column: list of plain values} of `trials` (`read_trials` columns or a DataFrame's
+    `TRIAL_COLUMNS`, missing values None; times may stay datetimes), with `_config` as
+    `read_trials` numbers it."""
+    wanted = (*TRIAL_COLUMNS, "_config")
+    if isinstance(trials, _TrialColumns):
+        cols = {c: v for c, v in trials.items() if c in wanted}
+    elif isinstance(trials, Mapping):
+        cols = {c: [_native(x) for x in v] for c, v in trials.items() if c in wanted}
+    else:
+        cols = {c: [_native(v) for v in trials[c].tolist()] for c in TRIAL_COLUMNS if c in trials.columns}
+    n = len(next(iter(cols.values()), ()))
+    if "_config" not in cols:
+        none = [None] * n
+        keys = list(zip(*(cols.get(c, none) for c in BOUND_GROUP), strict=True))
+        number = {k: i for i, k in enumerate(sorted(set(keys), key=_none_last))}
+        cols["_config"] = [number[k] for k in keys]
+    return cols
 
 
 class _Rows:
-    """Rows of a frame as dicts of plain Python values, built only for the rows asked for
-    (a lake holds far more points than a task batch ever looks at)."""
+    """Trial rows held as columns of plain values; a row becomes a dict only when asked
+    for, and only with the columns asked for (a lake holds far more points than a task
+    batch ever looks at)."""
 
-    def __init__(self, df):
-        self.cols = {c: df[c].tolist() for c in _ROW_COLUMNS if c in df.columns}
+    def __init__(self, cols: Mapping[str, list]):
+        self.cols = {c: cols[c] for c in _ROW_COLUMNS if c in cols}
+        self._picks: dict[tuple[str, ...], list[tuple[str, list]]] = {}
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         return {c: _native(v[i]) for c, v in self.cols.items()}
 
+    def _some(self, i: int, names: tuple[str, ...]) -> dict[str, Any]:
+        pick = self._picks.get(names)
+        if pick is None:
+            pick = self._picks[names] = [(c, self.cols[c]) for c in names if c in self.cols]
+        row = {c: v[i] for c, v in pick}
+        when = row.get("finished_at")
+        if when is not None and not isinstance(when, str):  # ISO text, for the few rows that get here
+            if getattr(when, "tzinfo", False) is None:  # naive: UTC, as the lake stores it
+                when = when.replace(tzinfo=timezone.utc)
+            row["finished_at"] = _native(when)
+        return row
+
     def for_check(self, i: int) -> dict[str, Any]:
         """Only what `point_check` and the skipped-point notes read."""
-        return {c: _native(self.cols[c][i]) for c in _CHECK_COLUMNS if c in self.cols}
+        return self._some(i, _CHECK_COLUMNS)
+
+    def for_choice(self, i: int, loss_col: str) -> dict[str, Any]:
+        """Only what `choice_of` reads, given the point's `Acceleration`."""
+        return self._some(i, (*_CHOICE_COLUMNS, loss_col))
 
 
 @dataclass
@@ -277,44 +366,65 @@ class _Config:
 
 
 def _configs_from_trials(trials, budget: float, metric: str) -> dict[tuple, _Config]:
+    """The configs of `trials` (sorted by BOUND_GROUP, missing values last), each with its
+    ok points within budget in row order."""
     loss_col = f"quality_loss_{metric}"
-    out: dict[tuple, _Config] = {}
     if trials is None or len(trials) == 0:
-        return out
-    df = trials
-    keys = list(BOUND_GROUP)
-    ok = df[(df["status"] == OK) & df["speedup"].notna() & df[loss_col].notna()]
-    for key, n in df.groupby(keys, dropna=False, sort=True).size().items():
-        k = {c: _native(v) for c, v in zip(keys, key, strict=True)}
-        out[tuple(k[c] for c in keys)] = _Config(k, [], None, int(n), None)
-    if len(ok):
-        best = ok.groupby(keys, dropna=False)[loss_col].min()
-        for key, value in best.items():
-            out[tuple(_native(v) for v in key)].best_loss = float(value)
-    within = ok[ok[loss_col] <= budget].reset_index(drop=True)
-    if len(within) == 0:
-        return out
-    rows = _Rows(within)
-    speedup, loss = within["speedup"].tolist(), within[loss_col].tolist()
-    tkeys = within["trial_key"].fillna("").astype(str).tolist()
-    for key, idx in within.groupby(keys, dropna=False, sort=False).indices.items():
-        cfg = out[tuple(_native(v) for v in key)]
-        cfg.rows = rows
-        cfg.points = [Point(float(speedup[i]), float(loss[i]), tkeys[i], int(i)) for i in idx]
-    return out
+        return {}
+    cols = _trial_columns(trials)
+    config = cols["_config"]
+    n = len(config)
+    if n == 0:
+        return {}
+    rows = _Rows(cols)
+    none = [None] * n
+    status, speedup, loss = cols.get("status", none), cols.get("speedup", none), cols.get(loss_col, none)
+    tkeys = cols.get("trial_key", none)
+    configs: list[_Config | None] = [None] * (max(config) + 1)
+    for i, c in enumerate(config):
+        if configs[c] is None:
+            key = {k: _native(cols[k][i]) if k in cols else None for k in BOUND_GROUP}
+            configs[c] = _Config(key, [], rows, 0, None)
+    for c, count in Counter(config).items():
+        configs[c].n_trials = count
+    # ok, with a speedup and a loss (NaN counts as missing, as in pandas)
+    for i in [i for i, (st, s, q) in enumerate(zip(status, speedup, loss, strict=True))
+              if st == OK and s is not None and q is not None and s == s and q == q]:
+        cfg, q = configs[config[i]], float(loss[i])
+        if cfg.best_loss is None or q < cfg.best_loss:
+            cfg.best_loss = q
+        if q <= budget:
+            tk = tkeys[i]
+            cfg.points.append(Point(float(speedup[i]), q, "" if tk is None else str(tk), i))
+    return {tuple(cfg.key.values()): cfg for cfg in configs if cfg is not None}
 
 
 def _tasks_for_config(cfg: _Config, scales: Sequence[float], budget: float, metric: str,
-                      policy: str, speedups: Sequence[float] | None = None) -> list[Task]:
-    """Tasks at `scales` × the config's bound, or (with `speedups`) at those speedups."""
+                      policy: str, speedups: Sequence[float] | None = None,
+                      verdicts: dict[tuple, tuple] | None = None) -> list[Task]:
+    """Tasks at `scales` × the config's bound, or (with `speedups`) at those speedups.
+
+    `verdicts` memoises `point_check` over the configs of a batch: the same parameter
+    point of the same model and steps (measured on another GPU or scheduler, say) is
+    checked once. Its `Acceleration` is immutable, so sharing it is safe.
+    """
     loss_col = f"quality_loss_{metric}"
     points = cfg.points
-    checked: dict[int, tuple[dict[str, Any], Acceleration | None, str | None]] = {}
+    # ref -> (row, its Acceleration or None, why it is invalid or None, (combo, params, tag) or None)
+    checked: dict[int, tuple[dict[str, Any], Acceleration | None, str | None, tuple | None]] = {}
+    if verdicts is None:
+        verdicts = {}
 
     def check(ref: int):
         if ref not in checked:
             row = cfg.rows.for_check(ref)
-            checked[ref] = (row, *point_check(row))
+            # Everything point_check reads but the trial key (which it does not read).
+            what = tuple(v for c, v in row.items() if c != "trial_key")
+            verdict = verdicts.get(what)
+            if verdict is None:
+                acc, why = point_check(row)
+                verdict = verdicts[what] = (acc, why, acc and (acc.combo, acc.params, acc.tag))
+            checked[ref] = (row, *verdict)
         return checked[ref]
 
     def invalid(p: Point) -> str | None:
@@ -361,8 +471,8 @@ def _tasks_for_config(cfg: _Config, scales: Sequence[float], budget: float, metr
                 task.reason = (f"no valid point within budget reaches {texts.format_speedup(requested)}×; "
                                f"the best reachable is {bound:.3f}×")
             else:
-                acc = check(pick.point.ref)[1]
-                task.choice = choice_of(cfg.rows[pick.point.ref], loss_col, acc)
+                task.choice = _choice(cfg.rows.for_choice(pick.point.ref, loss_col), loss_col,
+                                      *check(pick.point.ref)[3])
             task.text = texts.describe(task.request(), tid)
         out.append(task)
     skipped = _skipped(checked)
@@ -371,9 +481,29 @@ def _tasks_for_config(cfg: _Config, scales: Sequence[float], budget: float, metr
     return out
 
 
+# A lake with this many configs has its tasks built in worker processes when the caller
+# allows it (`build_tasks(workers=None)`, as `diffaccel tasks` does).
+PARALLEL_MIN_CONFIGS = 500
+_CONFIG_CHUNK = 200
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """No cyclic garbage collection for a while. Building tasks makes no reference cycles,
+    but its allocations would trigger collections, the full ones walking every object of
+    the batch and of the trials: a tenth or more of `build_tasks` on a large lake."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def _skipped(checked: Mapping[int, tuple]) -> list[dict[str, Any]]:
     return [{"trial_key": row.get("trial_key"), "tag": row.get("tag"), "reason": why}
-            for _, (row, _acc, why) in sorted(checked.items()) if why is not None]
+            for _, (row, _acc, why, _) in sorted(checked.items()) if why is not None]
 
 
 def build_tasks(
@@ -384,26 +514,40 @@ def build_tasks(
     scales: Sequence[float] = DEFAULT_SCALES,
     policy: str = DEFAULT_POLICY,
     grid: Iterable[Mapping[str, Any]] | None = None,
+    workers: int | None = 1,
 ) -> list[Task]:
-    """Tasks for every config of `trials` (a DataFrame with lake_schema trial columns, one
-    row per trial key, as `codegen.lake.open_lake(uri).trials()` gives).
+    """Tasks for every config of `trials`: one row per trial key with lake_schema trial
+    columns, as the columns `read_trials(lake)` gives or a DataFrame such as
+    `codegen.lake.open_lake(uri).trials()`.
 
     With `grid` (the configs a sweep spec allows, see `grid_configs`), the tasks cover
     exactly those configs, and the ones the lake lacks come out as `missing`.
+
+    `workers`: processes to build the tasks in; None for one per available core when
+    there are `PARALLEL_MIN_CONFIGS` configs or more (see `codegen.parallel`: fork only
+    with no DuckDB connection open). The tasks are the same either way.
     """
+    from codegen.lake import check_budget, check_metric
+
     check_policy(policy)
     check_metric(metric)
     check_budget(budget)
     scales = parse_scales(scales)
-    configs = _configs_from_trials(trials, budget, metric)
-    if grid is None:
-        selected = list(configs.values())
-        missing: list[dict[str, Any]] = []
-    else:
-        selected, missing = _match_grid(configs, grid)
-    tasks: list[Task] = []
-    for cfg in selected:
-        tasks.extend(_tasks_for_config(cfg, scales, budget, metric, policy))
+    with _gc_paused():
+        configs = _configs_from_trials(trials, budget, metric)
+        if grid is None:
+            selected = list(configs.values())
+            missing: list[dict[str, Any]] = []
+        else:
+            selected, missing = _match_grid(configs, grid)
+        n = worker_count(len(selected), workers, min_items=PARALLEL_MIN_CONFIGS, chunk=_CONFIG_CHUNK)
+        one = functools.partial(_tasks_for_config, scales=scales, budget=budget, metric=metric, policy=policy,
+                                verdicts={})
+        # This process takes a share too (a forked worker touching inherited memory runs
+        # somewhat slower, hence a bit more than its even share).
+        share = min(1.0, 1.2 / n)
+        tasks: list[Task] = [t for part in ordered_map(one, selected, _CONFIG_CHUNK, workers=n - 1, main_share=share)
+                             for t in part]
     for key in missing:
         tasks.append(Task(
             task_id=make_task_id(key, None, budget, metric), status=MISSING, config=dict(key), budget=budget,
@@ -420,6 +564,8 @@ def task_for_request(trials, req: texts.Request, *, policy: str = DEFAULT_POLICY
     The text must pin down one config of the lake: when it leaves the hardware or the
     resolution out and the lake holds several, the error lists them.
     """
+    from codegen.lake import check_budget, check_metric
+
     check_policy(policy)
     metric = check_metric(req.metric or default_metric)
     budget = check_budget(req.budget)

@@ -7,6 +7,7 @@ start instantly on a machine without them.
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import sys
@@ -14,10 +15,60 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from typer.core import TyperGroup
+from typer.models import CommandInfo
 
 from sweep.catalog import ConfigError
 
+# Commands defined in modules that import pandas, DuckDB or pyarrow: each module is
+# imported only when its command runs (or a help lists it), so `diffaccel codegen` does
+# not load the sweep driver, nor `diffaccel sweep` the lake readers. `trial` is defined
+# below. The help lists the commands in this order, after `trial`.
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "sweep": ("sweep.driver", "sweep_cmd"),
+    "query": ("codegen.query", "query_cmd"),
+    "report": ("codegen.report", "report_cmd"),
+    "bounds": ("codegen.commands", "bounds_cmd"),
+    "tasks": ("codegen.commands", "tasks_cmd"),
+    "codegen": ("codegen.commands", "codegen_cmd"),
+}
+
+
+class _LazyGroup(TyperGroup):
+    """A typer group that builds the commands of `LAZY_COMMANDS` on first use."""
+
+    def list_commands(self, ctx) -> list[str]:
+        return [*self.commands, *(n for n in LAZY_COMMANDS if n not in self.commands)]
+
+    def get_command(self, ctx, cmd_name: str):
+        if cmd_name not in self.commands and cmd_name in LAZY_COMMANDS:
+            module, attr = LAZY_COMMANDS[cmd_name]
+            try:
+                info = CommandInfo(name=cmd_name, callback=getattr(importlib.import_module(module), attr))
+            except ImportError as e:  # a library this command needs is missing here: the others still work
+                info = _unavailable(cmd_name, e.name or str(e))
+            self.commands[cmd_name] = typer.main.get_command_from_info(
+                info, pretty_exceptions_short=app.pretty_exceptions_short, rich_markup_mode=self.rich_markup_mode)
+        return self.commands.get(cmd_name)
+
+    def resolve_command(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in LAZY_COMMANDS:
+            for name in LAZY_COMMANDS:  # an unknown name: "Did you mean" should see every command
+                self.get_command(ctx, name)
+        return super().resolve_command(ctx, args)
+
+
+def _unavailable(name: str, missing: str) -> CommandInfo:
+    def unavailable() -> None:
+        raise fail(f"`diffaccel {name}` needs {missing}, which is not installed here: install diffaccel's "
+                   "dependencies (pip install -e .)")
+
+    return CommandInfo(name=name, callback=unavailable, help=f"(Unavailable here: needs {missing}.)",
+                       context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+
+
 app = typer.Typer(
+    cls=_LazyGroup,
     add_completion=False,
     no_args_is_help=True,
     help="Find how far training-free acceleration (DeepCache, T-GATE, ToMe) can push a diffusion "
@@ -176,24 +227,6 @@ def trial(
         typer.echo(format_trial(row))
     sys.stdout.flush()
 
-
-from sweep.driver import sweep_cmd  # noqa: E402
-
-app.command("sweep")(sweep_cmd)
-
-from codegen.query import query_cmd  # noqa: E402
-
-app.command("query")(query_cmd)
-
-from codegen.report import report_cmd  # noqa: E402
-
-app.command("report")(report_cmd)
-
-from codegen.commands import bounds_cmd, codegen_cmd, tasks_cmd  # noqa: E402
-
-app.command("bounds")(bounds_cmd)
-app.command("tasks")(tasks_cmd)
-app.command("codegen")(codegen_cmd)
 
 if __name__ == "__main__":
     app()
