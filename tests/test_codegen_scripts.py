@@ -178,3 +178,25 @@ def test_a_script_runs_as_it_stands(rendered, ran):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "deepcache: enabled" in proc.stdout and "tome: patched" in proc.stdout
     assert (cwd / (script.stem + ".png")).is_file()  # the default --output
+
+
+def test_baseline_mode_runs_the_plain_pipeline(rendered, ran):
+    """`--baseline` skips the acceleration: two scripts of different methods, same model and
+    seed, make the same image (a T-GATE script's plain call is pipe(...), not pipe.tgate)."""
+    import numpy as np
+    from PIL import Image
+
+    tmp, _ = ran
+    cwd = tmp / "baseline"
+    cwd.mkdir()
+    images = []
+    for combo in ("tgate", "deepcache+tome"):
+        out = cwd / f"{combo}.png"
+        proc = subprocess.run([sys.executable, str(rendered[("sd15", combo)]), "--model", str(tmp / "models" / "sd15"),
+                               "--device", "cpu", "--steps", "2", "--resolution", "64", "--baseline",
+                               "--output", str(out)],
+                              cwd=cwd, capture_output=True, text=True, env={**os.environ, **RUN_ENV}, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        with Image.open(out) as img:
+            images.append(np.array(img))
+    assert images[0].shape == (RES, RES, 3) and np.array_equal(images[0], images[1])
