@@ -124,11 +124,7 @@ def test_speculation_still_prunes_and_finds_the_same_bounds():
     def run(speculate):
         state, ran, running = _state(speculate=speculate), [], []
         while not state.finished:
-            task = state.next_task()
-            while task is not None and len(running) < 3:  # three slots
-                running.append(task)
-                task = state.next_task() if len(running) < 3 else None
-            if task is not None:
+            while len(running) < 3 and (task := state.next_task()) is not None:  # three slots
                 running.append(task)
             done = running.pop(0)
             ran.append((done.phase, done.acc.tag))
