@@ -14,7 +14,7 @@ What it measures, on SD1.5 (`arch`: real size, random weights, no download):
 1. Utilisation: seconds spent inside pipeline calls (quality prompts, FLOP count,
    warm-up, timing pairs) over the wall-clock time Tune ran, per GPU (target >= 0.85).
    Also "busy": the trials' time after their pipeline was loaded (adds metrics,
-   patching and bookkeeping), and the share of trials that had to load a pipeline.
+   patching and bookkeeping), and how many trials had to load a pipeline, for how long.
 2. Scaling: trials per hour with each `--gpus` count (a fresh lake each), against the
    first count.
 3. Pruning: the sweep with early stopping and pruning against the exhaustive grid (both

@@ -218,6 +218,10 @@ class SweepState:
             self.lattices.append(lat)
         self.lattices.sort(key=lambda lat: (lat.config_index, lat.index))
         self._by_index = {lat.index: lat for lat in self.lattices}
+        groups: dict[int, list[Lattice]] = {}
+        for lat in self.lattices:
+            groups.setdefault(lat.config_index, []).append(lat)
+        self._config_groups = list(groups.values())  # lattices per config, configs in order
         for lat in self.lattices:
             self._maybe_plan_confirm(lat)
 
@@ -281,7 +285,7 @@ class SweepState:
         pruned_any = True
         while pruned_any:  # pruning can finish a grid and queue its confirmations
             pruned_any = False
-            for group in self._config_groups():
+            for group in self._config_groups:
                 for speculative in (False, True) if self.rule.speculate else (False,):
                     for lat in group:
                         if lat.confirm_queue and not speculative:
@@ -303,12 +307,6 @@ class SweepState:
                                 lat.speculative.add(i)
                             return self._task(lat, i, SCREEN)
         return None
-
-    def _config_groups(self) -> list[list[Lattice]]:
-        groups: dict[int, list[Lattice]] = {}
-        for lat in self.lattices:
-            groups.setdefault(lat.config_index, []).append(lat)
-        return list(groups.values())
 
     def _ahead(self, lat: Lattice, i: int) -> bool:
         """One step past the evidence: every predecessor is done, or running on its own
