@@ -45,7 +45,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,7 @@ from sweep.catalog import (
     canonical_combo,
     check_combo_family,
     family,
+    measurement_inputs,
     scheduler,
 )
 from sweep.lake_schema import BUDGET_METRICS
@@ -276,6 +277,20 @@ def resolve_path(path: str, base_dir: str = ".") -> str:
         if (root / p).exists():
             return str(root / p)
     return str(REPO_ROOT / p)
+
+
+def trial_inputs(*, prompts: Sequence[str], seeds: Sequence[int], measure: Measure, dtype: str,
+                 clip_model: str | None) -> dict[str, Any]:
+    """The measurement inputs a sweep's trial keys cover (`catalog.measurement_inputs`).
+
+    The driver (from the spec) and the worker (from the settings the driver sends it)
+    both call this, so the key a resumed sweep looks for is the key a row carries. The
+    pairs policy is screen_pairs, confirm_pairs and ci_target; `count_flops` is not in
+    it, since it decides whether a compute ratio is counted, not what is measured.
+    """
+    pairs = {"screen_pairs": measure.screen_pairs, "confirm_pairs": measure.confirm_pairs,
+             "ci_target": measure.ci_target}
+    return measurement_inputs(dtype=dtype, prompts=prompts, seeds=seeds, pairs=pairs, clip_model=clip_model)
 
 
 # ---------------------------------------------------------------------- validation
