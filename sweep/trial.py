@@ -82,6 +82,20 @@ def resolve_config(cfg: PipelineConfig) -> PipelineConfig:
     return dataclasses.replace(cfg, resolution=pipelines.resolve_resolution(cfg))
 
 
+def check_point(acc: Acceleration, fam: catalog.Family, steps: int) -> None:
+    """`acc` is valid for the family and steps, every float finite. (A method config built
+    directly rather than from strings skips `ParamSpec.coerce`, and a NaN passes every
+    range check, since its comparisons are all false.)"""
+    import math
+
+    for name, value in acc.params.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise catalog.ConfigError(f"{name}={value} is not a finite number: pass e.g. "
+                                      f"{name}={catalog.PARAMS[catalog.PARAM_OWNER[name]][name].default}",
+                                      param=name)
+    acc.validate(fam, steps)
+
+
 def _dtype_name(dtype) -> str:
     return str(dtype).replace("torch.", "")
 
@@ -151,7 +165,7 @@ class TrialSession:
         return catalog.trial_key(self.cfg, acc, self.device_kind, self.versions, inputs)
 
     def validate(self, acc: Acceleration) -> None:
-        acc.validate(self.family, self.cfg.steps)
+        check_point(acc, self.family, self.cfg.steps)
 
     # ------------------------------------------------------------- patching the fork
 
@@ -466,7 +480,7 @@ def run_trial(
 ) -> dict[str, Any]:
     """Load, measure one point, return its trial row. Everything is validated first."""
     cfg.validate()
-    acc.validate(cfg.family, cfg.steps)
+    check_point(acc, cfg.family, cfg.steps)
     if not prompts:
         raise ValueError("no prompts: pass at least one")
     with TrialSession(cfg, device=device, dtype=dtype, clip_model=clip_model, progress=progress) as session:
