@@ -109,6 +109,10 @@ class InvalidSpec(SpecError):
         self.source = source
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__("", f"{source} has {len(self.problems)} problem(s):\n{lines}")
+# Expanding checks each method configuration of a grid once (tens of microseconds each):
+# up to this many, a spec over --max-points is expanded to say exactly how many points it
+# would run; beyond, the count from the grid lengths is all the error gives.
+_MAX_CHECKS = 200_000
 # The spec's top-level keys are SweepSpec's fields, less those a section fills, plus the
 # section names.
 _FLAT_FIELDS = {"prompts_file", "prompt_count", "metric", "budgets", "base_dir"}
@@ -421,7 +425,7 @@ def _param_grid(raw: Any, method_names: list[str], path: str, errs: _Errors,
             errs.add(ppath, f"unknown parameter for {'+'.join(method_names)}: {hint}")
             continue
         spec = PARAMS[owner][pname]
-        values = []
+        values: dict[Any, None] = {}  # ordered and deduplicated in linear time
         for v in _expand_values(praw, ppath, errs, max_values):
             try:
                 cv = spec.coerce(v)
@@ -441,9 +445,8 @@ def _param_grid(raw: Any, method_names: list[str], path: str, errs: _Errors,
             if bad:
                 errs.add(ppath, bad)
                 continue
-            if cv not in values:
-                values.append(cv)
-        out[pname] = values
+            values[cv] = None
+        out[pname] = list(values)
     return out
 
 
@@ -720,7 +723,7 @@ def validate(data: Any, source: str = "spec", base_dir: str = ".", *,
     # grid too large to run is refused before it is enumerated.
     if models and combos and work.steps and work.schedulers and work.resolutions:
         n_points, n_checks = _grid_bounds(spec)
-        if n_points > max_points and n_checks > max_points:
+        if n_points > max_points and n_checks > max(max_points, _MAX_CHECKS):
             errs.add("", f"the spec's grids hold up to {n_points:,} points ({n_checks:,} method "
                      f"configurations to check), more than --max-points {max_points:,}: narrow its grids "
                      "(fewer values, coarser range steps) or raise --max-points")
@@ -875,14 +878,23 @@ def expand(spec: SweepSpec) -> Plan:
             plans.append(cp)
     for combo, fams in skipped.items():
         notes.append(f"{combo} skipped on {', '.join(fams)}: it does not apply there")
-    unusable: list[SpecError] = []
+    by_path: dict[str, dict[str, None]] = {}
     for (ci, n, v), why in failures.items():
         if (ci, n, v) in used:
             continue
         cg = spec.combos[ci]
         owner = PARAM_OWNER[n]
         in_method = spec.methods.get(owner, {}).get(n) == cg.grid[n]
-        err = SpecError(f"methods.{owner}.{n}" if in_method else f"combos[{ci}].grid.{n}", why)
-        if str(err) not in map(str, unusable):
-            unusable.append(err)
+        by_path.setdefault(f"methods.{owner}.{n}" if in_method else f"combos[{ci}].grid.{n}", {})[why] = None
+    unusable: list[SpecError] = []
+    for path, whys in by_path.items():
+        # A range that overshoots gives one problem per value; a few say enough.
+        shown = list(itertools.islice(whys, _UNUSABLE_SHOWN))
+        unusable += [SpecError(path, why) for why in shown]
+        if len(whys) > len(shown):
+            unusable.append(SpecError(path, f"and {len(whys) - len(shown):,} more value(s) no config can use: "
+                                      "narrow the range"))
     return Plan(spec, plans, notes, unusable)
+
+
+_UNUSABLE_SHOWN = 5
