@@ -38,6 +38,21 @@ has no attention to patch on SDXL):
 Combinations work the same way at the family level: a combo that applies to none of
 the spec's families (DeepCache on a PixArt-only spec) is an error; one that applies to
 some of them is skipped for the others, with a note in the plan.
+
+A spec is bounded and finite, or an error: no empty list (models, schedulers, steps,
+resolutions, combos, seeds: each would run nothing, or fail every trial); steps at most
+1000, resolutions a multiple of 8 up to 4096, batch up to 64 (`catalog.MAX_*`, shared
+with `diffaccel trial`); every number finite (a NaN budget or margin would silently turn
+off stopping, pruning and confirmation). Its size is counted before anything is
+enumerated: a range is counted before its values are made, and a spec of more than
+`max_points` points (`diffaccel sweep --max-points`, default 100,000) is refused with the
+number it would run. Planning costs one check per method configuration of a grid, so it
+grows with the points run, not with their product.
+
+Each section has its parser (`_parse_models`, `_parse_measure`, ...) that returns the
+section's dataclass, a key left out taking the dataclass's default; each problem is a
+`SpecError` (key path, message), and `validate` raises them all at once as an
+`InvalidSpec`.
 """
 
 from __future__ import annotations
