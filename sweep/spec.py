@@ -128,6 +128,9 @@ class InvalidSpec(SpecError):
 # up to this many, a spec over --max-points is expanded to say exactly how many points it
 # would run; beyond, the count from the grid lengths is all the error gives.
 _MAX_CHECKS = 200_000
+# Grid values no config can use: how many of one key's are named (a range that overshoots
+# gives one per value; a few say enough, the rest are counted).
+_UNUSABLE_SHOWN = 5
 # The spec's top-level keys are SweepSpec's fields, less those a section fills, plus the
 # section names.
 _FLAT_FIELDS = {"prompts_file", "prompt_count", "metric", "budgets", "base_dir"}
@@ -590,7 +593,13 @@ def _parse_combos(top: Mapping[str, Any], methods: dict[str, dict[str, list[Any]
             continue
         grid.update(_param_grid(override, parts, f"{cpath}.grid", errs, max_values))
         combos.append(ComboGrid(combo, grid))
-    # Combos against families: none applies -> error; some -> skipped with a note in the plan.
+    _check_combo_families(combos, models, errs)
+    return tuple(combos)
+
+
+def _check_combo_families(combos: list[ComboGrid], models: tuple[ModelEntry, ...], errs: _Errors) -> None:
+    """A combo that applies to none of the spec's families is an error; one that applies
+    to some is skipped on the others, with a note in the plan."""
     fams = sorted({m.model for m in models})
     for i, cg in enumerate(combos):
         if fams and not any(_combo_applies(cg.combo, f) for f in fams):
@@ -598,7 +607,6 @@ def _parse_combos(top: Mapping[str, Any], methods: dict[str, dict[str, list[Any]
                 check_combo_family(cg.combo, family(fams[0]))
             except ConfigError as e:
                 errs.add(f"combos[{i}]", f"{cg.combo!r} applies to none of the spec's models: {e}")
-    return tuple(combos)
 
 
 def _parse_prompts(top: Mapping[str, Any], base_dir: str, errs: _Errors) -> PromptSet:
@@ -848,6 +856,27 @@ class Plan:
         return "\n".join(lines)
 
 
+def _valid_method_configs(method: str, grid: Mapping[str, list[Any]], fam, steps: int, ci: int,
+                          failures: dict[tuple[int, str, Any], str], used: set[tuple[int, str, Any]]) -> list[Any]:
+    """The configs of one method's grid valid for `fam` and `steps`; records in `failures`
+    why a value failed, blaming only the parameter the error names (warm_up=3 fails
+    because of gate_step=2, not because 3 is a bad warm-up), and in `used` the values
+    that worked."""
+    names = list(PARAMS[method])
+    valid = []
+    for values in itertools.product(*(grid[n] for n in names)):
+        mc = METHOD_CONFIGS[method](**dict(zip(names, values, strict=True)))
+        try:
+            mc.validate(fam, steps)
+        except ConfigError as e:
+            if e.param in names:
+                failures.setdefault((ci, e.param, values[names.index(e.param)]), str(e).removeprefix(f"{e.param}="))
+            continue
+        valid.append(mc)
+        used.update((ci, n, v) for n, v in zip(names, values, strict=True))
+    return valid
+
+
 def expand(spec: SweepSpec) -> Plan:
     """Per config and combo, the grid points valid there (a method at a time, so the
     study's large combo grids are counted without being enumerated)."""
@@ -865,25 +894,8 @@ def expand(spec: SweepSpec) -> Plan:
                 if fam.display not in skipped[cg.combo]:
                     skipped[cg.combo].append(fam.display)
                 continue
-            method_points: dict[str, list[Any]] = {}
-            for m in cg.combo.split("+"):
-                names = list(PARAMS[m])
-                valid = []
-                for values in itertools.product(*(cg.grid[n] for n in names)):
-                    mc = METHOD_CONFIGS[m](**dict(zip(names, values, strict=True)))
-                    try:
-                        mc.validate(fam, cfg.steps)
-                    except ConfigError as e:
-                        # Blame only the parameter the error names (warm_up=3 fails
-                        # because of gate_step=2, not because 3 is a bad warm-up).
-                        if e.param in names:
-                            failures.setdefault((ci, e.param, values[names.index(e.param)]),
-                                                str(e).removeprefix(f"{e.param}="))
-                        continue
-                    valid.append(mc)
-                    for n, v in zip(names, values, strict=True):
-                        used.add((ci, n, v))
-                method_points[m] = valid
+            method_points = {m: _valid_method_configs(m, cg.grid, fam, cfg.steps, ci, failures, used)
+                             for m in cg.combo.split("+")}
             full = math.prod(math.prod(len(cg.grid[n]) for n in PARAMS[m]) for m in cg.combo.split("+"))
             cp = ComboPlan(cfg, cg.combo, method_points, dropped=0)
             cp.dropped = full - cp.size
@@ -903,13 +915,9 @@ def expand(spec: SweepSpec) -> Plan:
         by_path.setdefault(f"methods.{owner}.{n}" if in_method else f"combos[{ci}].grid.{n}", {})[why] = None
     unusable: list[SpecError] = []
     for path, whys in by_path.items():
-        # A range that overshoots gives one problem per value; a few say enough.
         shown = list(itertools.islice(whys, _UNUSABLE_SHOWN))
         unusable += [SpecError(path, why) for why in shown]
         if len(whys) > len(shown):
             unusable.append(SpecError(path, f"and {len(whys) - len(shown):,} more value(s) no config can use: "
                                       "narrow the range"))
     return Plan(spec, plans, notes, unusable)
-
-
-_UNUSABLE_SHOWN = 5
