@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -22,7 +23,15 @@ from typing import Any
 
 
 class ConfigError(ValueError):
-    """Bad input: the message names the problem and how to fix it."""
+    """Bad input: the message names the problem and how to fix it.
+
+    `param` names the method parameter at fault, when one is (a sweep spec blames that
+    grid entry, and only that one, for a point that does not validate).
+    """
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
 
 
 # --------------------------------------------------------------------------- families
@@ -145,12 +154,17 @@ class ParamSpec:
                 if not as_float.is_integer():
                     raise ValueError
                 return int(as_float)
-            return self.type(value)
+            out = self.type(value)
         except (TypeError, ValueError):
             raise ConfigError(
                 f"{self.name}={value!r} is not a{'n' if self.type is int else ''} "
                 f"{self.type.__name__}: pass e.g. {self.name}={self.default}"
             ) from None
+        # float("nan") parses, and NaN passes every range check (its comparisons are all false).
+        if isinstance(out, float) and not math.isfinite(out):
+            raise ConfigError(f"{self.name}={value!r} is not a finite number: pass e.g. "
+                              f"{self.name}={self.default}", param=self.name)
+        return out
 
 
 def _check_range(spec: ParamSpec, value: Any, low=None, high=None, choices=None, why: str = "") -> None:
@@ -160,11 +174,12 @@ def _check_range(spec: ParamSpec, value: Any, low=None, high=None, choices=None,
     why = f" {why}" if why else ""
     if choices is not None and value not in choices:
         raise ConfigError(
-            f"{spec.name}={value} is not valid{why}: use one of {', '.join(map(str, choices))}"
+            f"{spec.name}={value} is not valid{why}: use one of {', '.join(map(str, choices))}",
+            param=spec.name,
         )
     if low is not None and value < low or high is not None and value > high:
         rng = f"{low:g}–{high:g}" if high is not None else f"at least {low:g}"
-        raise ConfigError(f"{spec.name}={value} is out of range{why}: use {rng}")
+        raise ConfigError(f"{spec.name}={value} is out of range{why}: use {rng}", param=spec.name)
 
 
 @dataclass(frozen=True)
@@ -252,10 +267,11 @@ class ToMeConfig:
     def validate(self, fam: Family, steps: int) -> None:
         specs = PARAMS["tome"]
         if self.ratio <= 0:
-            raise ConfigError(f"ratio={self.ratio} merges nothing: use a ratio in (0, 0.75]")
+            raise ConfigError(f"ratio={self.ratio} merges nothing: use a ratio in (0, 0.75]", param="ratio")
         if self.ratio > 0.75:
             raise ConfigError(
-                f"ratio={self.ratio} is above 0.75: tomesd caps it at 0.75 silently, so use (0, 0.75]"
+                f"ratio={self.ratio} is above 0.75: tomesd caps it at 0.75 silently, so use (0, 0.75]",
+                param="ratio",
             )
         _check_range(specs["ratio"], self.ratio)
         _check_range(specs["max_downsample"], self.max_downsample, choices=fam.tome_levels or None,
@@ -451,6 +467,16 @@ def parse_tag(tag: str) -> Acceleration:
 # ----------------------------------------------------------------- pipeline configs
 
 
+# Upper bounds of a workload. Steps: past 1000 no scheduler of the catalog has more
+# training timesteps to visit. Resolution: 4096² is 4x SDXL's native side and already
+# needs tens of GiB of activations per image; beyond that a typo (51200) is likelier
+# than intent. Batch: 64 images per call fills an H200 at SD1.5 512²; larger batches
+# measure memory pressure, not the method.
+MAX_STEPS = 1000
+MAX_RESOLUTION = 4096
+MAX_BATCH = 64
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     """Everything that fixes the unaccelerated pipeline and its workload.
@@ -474,14 +500,19 @@ class PipelineConfig:
         scheduler(self.scheduler)
         if self.preset not in PRESETS:
             raise ConfigError(f"unknown preset {self.preset!r}: use one of {', '.join(PRESETS)}")
-        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or not 1 <= self.steps <= 1000:
-            raise ConfigError(f"steps={self.steps!r} must be an integer in 1–1000")
+        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or not 1 <= self.steps <= MAX_STEPS:
+            raise ConfigError(f"steps={self.steps!r} must be an integer in 1–{MAX_STEPS}")
         if self.resolution is not None and (
-            not isinstance(self.resolution, int) or self.resolution <= 0 or self.resolution % 8
+            not isinstance(self.resolution, int) or not 8 <= self.resolution <= MAX_RESOLUTION
+            or self.resolution % 8
         ):
-            raise ConfigError(f"resolution={self.resolution!r} must be a positive multiple of 8 (e.g. 512)")
-        if not isinstance(self.batch, int) or self.batch < 1:
-            raise ConfigError(f"batch={self.batch!r} must be a positive integer")
+            raise ConfigError(f"resolution={self.resolution!r} must be a multiple of 8 in 8–{MAX_RESOLUTION} "
+                              "(e.g. 512)")
+        if not isinstance(self.batch, int) or isinstance(self.batch, bool) or not 1 <= self.batch <= MAX_BATCH:
+            raise ConfigError(f"batch={self.batch!r} must be an integer in 1–{MAX_BATCH}")
+        g = self.guidance_scale
+        if isinstance(g, bool) or not isinstance(g, int | float) or not math.isfinite(g) or g < 0:
+            raise ConfigError(f"guidance_scale={g!r} must be a finite number >= 0 (e.g. 7.5)")
         if self.model_path is not None and self.preset != "hub":
             raise ConfigError(f"model_path is only used by the 'hub' preset, not {self.preset!r}: "
                               "drop it or use --preset hub")
@@ -510,12 +541,42 @@ def baseline_key(cfg: PipelineConfig, device_kind: str, versions: Mapping[str, s
     return stable_hash({"config": config_dict(cfg), "device": device_kind, "versions": dict(versions)})
 
 
-def trial_key(cfg: PipelineConfig, acc: Acceleration, device_kind: str, versions: Mapping[str, str]) -> str:
-    """Hash of the config, the parameter point, the device kind and the library versions."""
-    return stable_hash({
+def measurement_inputs(*, dtype: str, prompts: Sequence[str], seeds: Sequence[int],
+                       pairs: Mapping[str, Any], clip_model: str | None = None) -> dict[str, Any]:
+    """What a trial measures with besides its config and point, in the form keys hash.
+
+    Any of these changes the numbers a trial row holds, so a spec that changes one must
+    re-measure rather than find the old row: the dtype; the prompt set (a hash of the
+    texts, in order, so editing the prompt file counts); the seeds; the pairs policy
+    (`pairs`: the sweep's screen_pairs, confirm_pairs and ci_target, or a one-off
+    trial's min/max pairs and CI target); the CLIP model that scores quality.
+    """
+    return {
+        "dtype": str(dtype),
+        "prompts": stable_hash([str(p) for p in prompts]),
+        "seeds": [int(s) for s in seeds],
+        "pairs": {k: pairs[k] for k in sorted(pairs)},
+        "clip_model": clip_model or None,
+    }
+
+
+def trial_key(cfg: PipelineConfig, acc: Acceleration, device_kind: str, versions: Mapping[str, str],
+              inputs: Mapping[str, Any] | None = None) -> str:
+    """Hash of the config, the parameter point, the device kind, the library versions and
+    the measurement inputs (`measurement_inputs`).
+
+    The one place a trial key is computed: the driver (which points are stored) and the
+    worker (the key its row carries) both call it, with the same inputs. Without `inputs`
+    the key covers the first four only; that form is what lakes written before the
+    inputs were keyed hold (`sweep.rekey` migrates them).
+    """
+    payload: dict[str, Any] = {
         "config": config_dict(cfg), "combo": acc.combo, "params": acc.params,
         "device": device_kind, "versions": dict(versions),
-    })
+    }
+    if inputs is not None:
+        payload["inputs"] = dict(inputs)
+    return stable_hash(payload)
 
 
 def describe_methods() -> list[dict[str, Any]]:
@@ -545,6 +606,7 @@ __all__ = [
     "PARAMS", "PARAM_OWNER", "PRESETS", "SCHEDULERS", "Acceleration", "ConfigError",
     "DeepCacheConfig", "Family", "ParamSpec", "PipelineConfig", "Scheduler", "TGateConfig",
     "ToMeConfig", "baseline_key", "canonical_combo", "check_combo_family", "compatibility_matrix",
-    "config_dict", "describe_methods", "family", "iter_points", "method_families", "parse_tag",
+    "config_dict", "describe_methods", "family", "iter_points", "measurement_inputs", "method_families",
+    "parse_tag",
     "scheduler", "stable_hash", "trial_key",
 ]

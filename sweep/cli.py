@@ -105,6 +105,21 @@ def parse_params(items: list[str]) -> dict[str, str]:
     return out
 
 
+DEVICES = ("cpu", "cuda", "cuda:N")
+
+
+def _check_device(device: str | None) -> str | None:
+    """`--device`: cpu, cuda or cuda:N (None: cuda where there is one). Checked before
+    torch is imported; whether the CUDA device exists is checked once it is."""
+    if device is None:
+        return None
+    d = device.strip().lower()
+    kind, sep, index = d.partition(":")
+    if d == "cpu" or (kind == "cuda" and (not sep or index.isdigit())):
+        return d
+    raise ConfigError(f"--device {device}: not a device diffaccel runs on: use {', '.join(DEVICES)}")
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None  # strict JSON has no Infinity/NaN (PSNR of identical images is infinite)
@@ -202,6 +217,11 @@ def trial(
             raise ConfigError(f"--min-pairs {min_pairs} --max-pairs {max_pairs}: need 2 <= min <= max")
         if not 0 < target_halfwidth < 1:
             raise ConfigError(f"--target-halfwidth {target_halfwidth} must be in (0, 1), e.g. 0.03")
+        device = _check_device(device)
+        if preset == "hub":
+            from sweep.pipelines import hub_source
+
+            hub_source(model, model_path)
         if clip_model and (clip_model.startswith((".", "/", "~")) or Path(clip_model).exists()):
             if not Path(clip_model).expanduser().is_dir():
                 raise ConfigError(f"--clip-model {clip_model!r} is not a folder: pass a folder holding a "
@@ -211,16 +231,24 @@ def trial(
 
     import torch
 
-    if device and device.startswith("cuda") and not torch.cuda.is_available():
-        raise fail(f"--device {device}: this machine has no CUDA device; use --device cpu")
+    if device and device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise fail(f"--device {device}: this machine has no CUDA device; use --device cpu")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise fail(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s): "
+                       f"use cuda:0–cuda:{torch.cuda.device_count() - 1}")
 
     from sweep.pipelines import quiet_libraries
     from sweep.trial import run_trial
 
     quiet_libraries()
-    row = run_trial(cfg, acc, prompts, device=device, clip_model=clip_model, measure_speed=not no_speed,
-                    min_pairs=min_pairs, max_pairs=max_pairs, target_halfwidth=target_halfwidth,
-                    progress=say)
+    try:
+        row = run_trial(cfg, acc, prompts, device=device, clip_model=clip_model, measure_speed=not no_speed,
+                        min_pairs=min_pairs, max_pairs=max_pairs, target_halfwidth=target_halfwidth,
+                        progress=say)
+    except ConfigError as e:  # found while loading (a hub source that cannot be loaded)
+        raise fail(str(e)) from None
     if as_json:
         typer.echo(json.dumps({k: _jsonable(v) for k, v in row.items()}, indent=2))
     else:

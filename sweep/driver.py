@@ -44,7 +44,7 @@ from sweep.catalog import ConfigError, PipelineConfig, config_dict, trial_key
 from sweep.lake import Lake, params_json
 from sweep.lake_schema import FAILED, OK, PRUNED, SCREEN, STOPPED
 from sweep.pruning import Outcome, SweepState, Task
-from sweep.spec import Plan, SweepSpec, expand, load
+from sweep.spec import DEFAULT_MAX_POINTS, Plan, SweepSpec, expand, load, trial_inputs
 
 log = logging.getLogger("diffaccel.sweep")
 
@@ -106,9 +106,11 @@ class SweepContext:
     device: dict[str, Any]  # device columns from the probe
     versions: dict[str, str]
     dtype: str
+    # What the trials measure with (`spec.trial_inputs`): part of every key.
+    inputs: dict[str, Any] | None = None
 
     def key(self, cfg: PipelineConfig, acc) -> str:
-        return trial_key(resolved(cfg), acc, self.device["device_kind"], self.versions)
+        return trial_key(resolved(cfg), acc, self.device["device_kind"], self.versions, self.inputs)
 
     def base_row(self, task: Task, status: str, **extra: Any) -> dict[str, Any]:
         """A row for a trial that produced no measurement (pruned, failed)."""
@@ -284,7 +286,9 @@ def run_sweep(spec: SweepSpec, lake_uri: str, *, address: str | None = None,
         device = _probe(resources)
         versions = json.loads(device["versions_json"])
         dtype = spec.dtype if spec.dtype != "auto" else ("float32" if device["device_kind"] == "cpu" else "float16")
-        ctx = SweepContext(spec, sweep_id or uuid.uuid4().hex[:12], device, versions, dtype)
+        ctx = SweepContext(spec, sweep_id or uuid.uuid4().hex[:12], device, versions, dtype,
+                           inputs=trial_inputs(prompts=prompts, seeds=spec.seeds, measure=spec.measure,
+                                               dtype=dtype, clip_model=spec.clip_model))
         state = SweepState(plan.combos, spec.budgets, spec.early_stop, ctx.key,
                            stored=stored_outcomes(lake, spec.metric))
         summary = SweepSummary(ctx.sweep_id, state.total, {}, state.skipped, 0, 0, 0.0,
@@ -375,10 +379,12 @@ def sweep_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", help="validate and show the plan; start nothing"),
     summary: Path = typer.Option(None, "--summary", help="write a JSON summary of the sweep here"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress lines"),
+    max_points: int = typer.Option(DEFAULT_MAX_POINTS, "--max-points", min=1,
+                                   help="refuse a spec of more points than this (counted before Ray starts)"),
 ) -> None:
     """Run a sweep spec on Ray Tune into the lake (resumable: stored trials are skipped)."""
     try:
-        spec = load(spec_path)
+        spec = load(spec_path, max_points=max_points)
         plan = expand(spec)
     except ConfigError as e:
         typer.echo(f"error: {e}", err=True)

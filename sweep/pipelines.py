@@ -62,6 +62,27 @@ def quiet_libraries() -> None:
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
 
 
+def looks_local(source: str) -> bool:
+    """A path rather than a hub id: absolute, ./ ~/ relative, or an existing folder
+    (a hub id is ``org/name``, which a relative folder can also be)."""
+    return source.startswith(("/", ".", "~")) or os.path.isabs(source) or Path(source).expanduser().exists()
+
+
+def hub_source(model: str, model_path: str | None) -> str:
+    """What the hub preset loads: `model_path` or the family's hub id. A local path
+    that is not a pipeline folder is a `ConfigError` before anything is imported."""
+    source = model_path or catalog.family(model).hub_id
+    if looks_local(source):
+        folder = Path(source).expanduser()
+        if not folder.is_dir():
+            raise ConfigError(f"--model-path {source}: no such folder: pass a folder saved with save_pretrained "
+                              f"(it holds model_index.json) or a hub id such as {catalog.family(model).hub_id}")
+        if not (folder / "model_index.json").is_file():
+            raise ConfigError(f"--model-path {source}: the folder has no model_index.json, so it is not a saved "
+                              "pipeline: pass the folder save_pretrained wrote")
+    return source
+
+
 def _pipeline_class(model: str):
     import diffusers
 
@@ -153,11 +174,19 @@ def build(
     cls = _pipeline_class(model)
 
     if preset == "hub":
-        source = model_path or fam.hub_id
+        source = hub_source(model, model_path)
         kwargs: dict[str, Any] = {"torch_dtype": dtype}
         if fam.has_unet and model != "sdxl":
             kwargs.update(safety_checker=None, requires_safety_checker=False)
-        pipe = cls.from_pretrained(source, **kwargs)
+        try:
+            pipe = cls.from_pretrained(source, **kwargs)
+        except (OSError, ValueError) as e:
+            # diffusers' own error is a long traceback about cache folders or repo-id
+            # syntax; the user needs the source and what to pass instead.
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"cannot load {fam.display} from {source!r} ({first[:200]}): pass a folder saved "
+                              f"with save_pretrained or a hub id this machine can reach (with HF_HUB_OFFLINE=1, "
+                              f"only ones in the local cache), or use --preset arch for no download") from e
     else:
         dev = torch.device(device)
         cuda_ids = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []

@@ -51,7 +51,7 @@ import dataclasses
 import gc
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -80,6 +80,20 @@ def default_dtype(device) -> Any:
 def resolve_config(cfg: PipelineConfig) -> PipelineConfig:
     """`cfg` with its resolution filled in: the form rows store and keys are computed from."""
     return dataclasses.replace(cfg, resolution=pipelines.resolve_resolution(cfg))
+
+
+def check_point(acc: Acceleration, fam: catalog.Family, steps: int) -> None:
+    """`acc` is valid for the family and steps, every float finite. (A method config built
+    directly rather than from strings skips `ParamSpec.coerce`, and a NaN passes every
+    range check, since its comparisons are all false.)"""
+    import math
+
+    for name, value in acc.params.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise catalog.ConfigError(f"{name}={value} is not a finite number: pass e.g. "
+                                      f"{name}={catalog.PARAMS[catalog.PARAM_OWNER[name]][name].default}",
+                                      param=name)
+    acc.validate(fam, steps)
 
 
 def _dtype_name(dtype) -> str:
@@ -145,11 +159,13 @@ class TrialSession:
             **self.call_kwargs,
         }
 
-    def trial_key(self, acc: Acceleration) -> str:
-        return catalog.trial_key(self.cfg, acc, self.device_kind, self.versions)
+    def trial_key(self, acc: Acceleration, inputs: Mapping[str, Any] | None = None) -> str:
+        """`acc`'s key on this session; `inputs` (`catalog.measurement_inputs`) says what
+        it was measured with."""
+        return catalog.trial_key(self.cfg, acc, self.device_kind, self.versions, inputs)
 
     def validate(self, acc: Acceleration) -> None:
-        acc.validate(self.family, self.cfg.steps)
+        check_point(acc, self.family, self.cfg.steps)
 
     # ------------------------------------------------------------- patching the fork
 
@@ -363,8 +379,11 @@ class TrialSession:
         started_at: datetime | None = None,
         finished_at: datetime | None = None,
         gpu_seconds: float | None = None,
+        key_inputs: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """A row of `lake_schema.TRIAL_SCHEMA` (every column present, null when unmeasured).
+
+        `key_inputs` (`catalog.measurement_inputs`) go into the row's `trial_key`.
 
         `gpu_seconds` defaults to the wall time between `started_at` and `finished_at`
         on a CUDA device (one GPU per trial), and to null on a CPU.
@@ -377,7 +396,7 @@ class TrialSession:
         params = acc.params
         row: dict[str, Any] = {
             "schema_version": lake_schema.SCHEMA_VERSION,
-            "trial_key": self.trial_key(acc),
+            "trial_key": self.trial_key(acc, key_inputs),
             "baseline_key": self.baseline_key,
             "tag": acc.tag,
             "sweep_id": sweep_id,
@@ -425,8 +444,13 @@ class TrialSession:
             speed = self.speed(acc, prompt=prompts[0], seed=seed0, min_pairs=min_pairs, max_pairs=max_pairs,
                                target_halfwidth=target_halfwidth)
         self.release()
+        pairs = ({"min_pairs": min_pairs, "max_pairs": max_pairs, "target_halfwidth": target_halfwidth}
+                 if measure_speed else {})
+        inputs = catalog.measurement_inputs(dtype=_dtype_name(self.dtype), prompts=prompts,
+                                            seeds=[p.seed for p in q.prompts], pairs=pairs,
+                                            clip_model=self.clip_model)
         return self.trial_row(acc, quality=q, speed=speed, compute_ratio=ratio, phase=phase,
-                              sweep_id=sweep_id, started_at=started)
+                              sweep_id=sweep_id, started_at=started, key_inputs=inputs)
 
 
 def _complete(row: dict[str, Any], schema) -> dict[str, Any]:
@@ -456,7 +480,7 @@ def run_trial(
 ) -> dict[str, Any]:
     """Load, measure one point, return its trial row. Everything is validated first."""
     cfg.validate()
-    acc.validate(cfg.family, cfg.steps)
+    check_point(acc, cfg.family, cfg.steps)
     if not prompts:
         raise ValueError("no prompts: pass at least one")
     with TrialSession(cfg, device=device, dtype=dtype, clip_model=clip_model, progress=progress) as session:

@@ -26,7 +26,7 @@ from typing import Any
 from sweep.catalog import Acceleration, PipelineConfig
 from sweep.lake_schema import CONFIRM, OK, STOPPED
 from sweep.pruning import clearly_over
-from sweep.spec import EarlyStop
+from sweep.spec import EarlyStop, Measure, trial_inputs
 
 _SESSION: dict[str, Any] = {"key": None, "session": None, "baseline_sent": False}
 
@@ -94,6 +94,7 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     acc = Acceleration.from_params(config["combo"], config["params"])
     phase = config["phase"]
     rule = EarlyStop(**settings["early_stop"])
+    m_settings = settings["measure"]
     budgets = settings["budgets"]
     metric = settings["metric"]
     session, loaded = session_for(cfg, settings["dtype"], settings.get("clip_model"))
@@ -133,9 +134,11 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
         timed_s = sum(speed.baseline_times) + sum(speed.accel_times)
     inference_s = time.monotonic() - t_infer
     session.release()
+    inputs = trial_inputs(prompts=settings["prompts"], seeds=settings["seeds"], measure=Measure(**m_settings),
+                          dtype=settings["dtype"], clip_model=settings.get("clip_model"))
     row = session.trial_row(acc, quality=summary, speed=speed, compute_ratio=ratio, status=status,
                             phase=phase, final=phase == CONFIRM, sweep_id=settings["sweep_id"],
-                            stop_reason=stop_reason, started_at=started)
+                            stop_reason=stop_reason, started_at=started, key_inputs=inputs)
     if row["trial_key"] != config["key"]:
         # Surfaced by the driver; the row keeps the key it was measured under.
         common["key_mismatch"] = True

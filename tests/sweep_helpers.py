@@ -70,5 +70,8 @@ def expected_keys(spec: S.SweepSpec) -> set[str]:
     from sweep.driver import resolved
     from sweep.measure import library_versions
 
-    return {trial_key(resolved(cp.config), acc, "cpu", library_versions())
+    dtype = "float32" if spec.dtype == "auto" else spec.dtype
+    inputs = S.trial_inputs(prompts=spec.prompts(), seeds=spec.seeds, measure=spec.measure, dtype=dtype,
+                            clip_model=spec.clip_model)
+    return {trial_key(resolved(cp.config), acc, "cpu", library_versions(), inputs)
             for cp in S.expand(spec).combos for acc in cp.points()}

@@ -35,6 +35,19 @@ INVALID = [
     (["--method", "deepcache", "--prompts", "/no/such/prompts.txt"], "does not exist"),
     (["--method", "deepcache", "--max-pairs", "1"], "need 2 <= min <= max"),
     (["--method", "deepcache", "--clip-model", "./no/such/clip"], "is not a folder"),
+    # Issue 10 §6: each of these used to reach the model (or diffusers) first.
+    (["--method", "tome", "--param", "ratio=nan"], "ratio='nan' is not a finite number"),
+    (["--method", "tome", "--param", "ratio=inf"], "ratio='inf' is not a finite number"),
+    (["--method", "deepcache", "--device", "tpu"], "--device tpu: not a device diffaccel runs on: use cpu, cuda"),
+    (["--method", "deepcache", "--device", "cuda:x"], "--device cuda:x: not a device"),
+    (["--method", "deepcache", "--guidance-scale", "nan"], "guidance_scale=nan must be a finite number"),
+    (["--method", "deepcache", "--guidance-scale", "inf"], "guidance_scale=inf must be a finite number"),
+    (["--method", "deepcache", "--preset", "hub", "--model-path", "/missing"],
+     "--model-path /missing: no such folder: pass a folder saved with save_pretrained"),
+    (["--method", "deepcache", "--preset", "hub", "--model-path", "tests"],
+     "--model-path tests: the folder has no model_index.json"),
+    (["--method", "deepcache", "--resolution", "8192"], "resolution=8192 must be a multiple of 8 in 8–4096"),
+    (["--method", "deepcache", "--batch", "65"], "batch=65 must be an integer in 1–64"),
 ]
 
 
@@ -69,6 +82,18 @@ def test_invalid_input_fails_before_loading_anything():
         assert code == 2, (extra, err, exc)
         assert message in err, (extra, err)
         assert err.startswith("error: ") and "Traceback" not in err
+
+
+def test_a_hub_id_that_cannot_be_loaded_is_one_line(monkeypatch):
+    """Offline, an uncached hub id fails inside diffusers: the error names it and the fix."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    args = ["trial", "--model", "sd15", "--scheduler", "ddim", "--steps", "4", "--method", "deepcache",
+            "--preset", "hub", "--model-path", "nobody/no-such-pipeline", "--device", "cpu", "--no-speed"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2, r.stderr + repr(r.exception)
+    (err,) = [line for line in r.stderr.splitlines() if not line.startswith("[diffaccel] ")]
+    assert err.startswith("error: cannot load Stable Diffusion 1.5 from 'nobody/no-such-pipeline'")
+    assert "--preset arch" in err and "Traceback" not in r.output
 
 
 def test_help_does_not_import_torch():
