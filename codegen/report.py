@@ -25,7 +25,7 @@ import jinja2
 import pandas as pd
 import typer
 
-from codegen.lake import DEFAULT_BUDGET, DEFAULT_METRIC, Lake, check_budget, check_metric, open_lake
+from codegen.lake import DEFAULT_BUDGET, DEFAULT_METRIC, LakeDB, check_budget, check_metric, open_lake
 from sweep.catalog import COMBOS, FAMILIES, METHOD_DISPLAY, SCHEDULERS
 from sweep.lake_schema import OK, STATUSES
 
@@ -336,11 +336,11 @@ panel per scheduler.</p>
 """
 
 
-def build_report(lake: str | Lake, out: str | Path, budget: float = DEFAULT_BUDGET,
+def build_report(lake: str | LakeDB, out: str | Path, budget: float = DEFAULT_BUDGET,
                  metric: str = DEFAULT_METRIC, progress=None) -> Path:
     """Write index.html and its PNGs into `out`; returns the page's path."""
     budget, metric = check_budget(budget), check_metric(metric)
-    lk = lake if isinstance(lake, Lake) else open_lake(str(lake))
+    lk = lake if isinstance(lake, LakeDB) else open_lake(str(lake))
     say = progress or (lambda _msg: None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

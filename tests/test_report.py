@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from codegen.lake import open_lake
 from sweep.cli import app
-from sweep.lake import Lake
+from sweep.lake import LakeWriter
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 NASTY = '<script>alert("x")</script>'
@@ -23,8 +23,8 @@ def report(tmp_path_factory):
     lake = tmp_path_factory.mktemp("lake")
     rows = [r for r in demo_rows(seed=3, preset="tiny") if r["model"] == "sd15" and r["scheduler"] == "ddim"]
     rows[0]["sweep_id"] = NASTY  # every value the page embeds must be escaped
-    Lake(str(lake)).write_trials(rows)
-    Lake(str(lake)).write_baselines([baseline(device_kind=d, steps=s) for d in ("H100", "H200") for s in (20, 50)])
+    LakeWriter(str(lake)).write_trials(rows)
+    LakeWriter(str(lake)).write_baselines([baseline(device_kind=d, steps=s) for d in ("H100", "H200") for s in (20, 50)])
     out = tmp_path_factory.mktemp("report")
     result = CliRunner().invoke(app, ["report", "--lake", str(lake), "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -67,7 +67,7 @@ def test_report_content(report):
 
 
 def test_no_plumbing_note_for_real_weights(tmp_path):
-    Lake(str(tmp_path / "lake")).write_trials([trial("deepcache", {"cache_interval": 3}, preset="hub")])
+    LakeWriter(str(tmp_path / "lake")).write_trials([trial("deepcache", {"cache_interval": 3}, preset="hub")])
     result = CliRunner().invoke(app, ["report", "--lake", str(tmp_path / "lake"), "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     assert "Plumbing check" not in (tmp_path / "r" / "index.html").read_text()
@@ -101,7 +101,7 @@ def test_report_renders_in_a_browser_with_every_image(report, tmp_path):
 
 
 def test_report_of_a_lake_with_nothing_measured(tmp_path):
-    Lake(str(tmp_path / "lake")).write_trials([trial("tgate", {"gate_step": 4}, status="failed"),
+    LakeWriter(str(tmp_path / "lake")).write_trials([trial("tgate", {"gate_step": 4}, status="failed"),
                                                trial("tome", {"ratio": 0.5}, status="pruned")])
     result = CliRunner().invoke(app, ["report", "--lake", str(tmp_path / "lake"), "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
