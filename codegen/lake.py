@@ -62,6 +62,7 @@ from sweep.lake_schema import (
     BOUND_GROUP,
     BUDGET_METRICS,
     OK,
+    SWEEP_SCHEMA,
     TRIAL_PARTITIONS,
     TRIAL_SCHEMA,
     TRIALS_DIR,
@@ -372,6 +373,20 @@ class LakeDB:
 
     def baselines(self) -> pd.DataFrame:
         return self.sql("SELECT * FROM baselines ORDER BY baseline_key")
+
+    def sweeps(self) -> pd.DataFrame:
+        """One row per recorded sweep run (`lake_schema.SWEEP_SCHEMA`), oldest first."""
+        import pandas as pd
+
+        return pd.DataFrame(self.reader.sweeps(), columns=SWEEP_SCHEMA.names)
+
+    def unbounded(self, budget: float = DEFAULT_BUDGET, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
+        """The configs (`BOUND_GROUP`) with trials but no ok point within `budget`: the
+        complement of `bounds` among ``SELECT DISTINCT BOUND_GROUP FROM trials``, the
+        definition `diffaccel bounds` counts by."""
+        group = ", ".join(_ident(c) for c in BOUND_GROUP)
+        return self.sql(f"SELECT DISTINCT {group} FROM trials EXCEPT SELECT {group} FROM bounds_at(?, ?) "
+                        f"ORDER BY {group}", [check_budget(budget), check_metric(metric)])
 
     def bounds(self, budget: float = DEFAULT_BUDGET, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
         """Max speedup within `budget` per BOUND_GROUP (configs with none are absent)."""

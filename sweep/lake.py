@@ -41,6 +41,9 @@ from sweep.lake_schema import (
     BASELINE_SCHEMA,
     BASELINES_DIR,
     SCHEMA_VERSION,
+    SWEEP_PARTITIONS,
+    SWEEP_SCHEMA,
+    SWEEPS_DIR,
     TRIAL_PARTITIONS,
     TRIAL_SCHEMA,
     TRIALS_DIR,
@@ -144,6 +147,7 @@ class LakeTable:
 TABLES = {
     TRIALS_DIR: (TRIAL_SCHEMA, TRIAL_PARTITIONS, "trial_key"),
     BASELINES_DIR: (BASELINE_SCHEMA, BASELINE_PARTITIONS, "baseline_key"),
+    SWEEPS_DIR: (SWEEP_SCHEMA, SWEEP_PARTITIONS, "sweep_id"),
 }
 
 
@@ -278,6 +282,11 @@ class LakeReader:
         """`columns` of every stored trial row (what a resumed sweep needs to prune from)."""
         return self.read(TRIALS_DIR, columns)
 
+    def sweeps(self) -> list[dict[str, Any]]:
+        """One record per sweep run (spec name, budgets, start), oldest first."""
+        rows = self.read(SWEEPS_DIR, SWEEP_SCHEMA.names)
+        return sorted(rows, key=lambda r: (r["started_at"] is None, r["started_at"] or 0, r["sweep_id"]))
+
     def existing_trial_keys(self) -> dict[str, set[str]]:
         """trial_key -> the phases stored for it ({'screen'}, {'screen', 'confirm'})."""
         out: dict[str, set[str]] = {}
@@ -326,7 +335,7 @@ class LakeWriter(LakeReader):
         written = []
         fschema = file_schema(schema, partitions)
         for part, group in groups.items():
-            folder = f"{self.root}/{subdir}/{part}"
+            folder = f"{self.root}/{subdir}/{part}" if part else f"{self.root}/{subdir}"
             self.fs.create_dir(folder, recursive=True)
             name = f"part-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}.parquet"
             table = _table(group, fschema)
@@ -345,6 +354,15 @@ class LakeWriter(LakeReader):
 
     def write_baselines(self, rows: Iterable[Mapping[str, Any]]) -> list[str]:
         return self._write(rows, BASELINES_DIR, BASELINE_SCHEMA, BASELINE_PARTITIONS)
+
+    def write_sweep(self, spec: Any, sweep_id: str, device_kind: str | None = None) -> list[str]:
+        """Record a sweep run: its spec's name, metric and budgets, so readers can name the
+        run and show the budgets it was made for. `spec` is a `sweep.spec.SweepSpec`."""
+        row = {"sweep_id": sweep_id, "spec_name": spec.name, "metric": spec.metric,
+               "budgets_json": json.dumps(list(spec.budgets)),
+               "spec_json": json.dumps(spec.to_dict(), sort_keys=True, default=str),
+               "device_kind": device_kind, "started_at": datetime.now(timezone.utc)}
+        return self._write([row], SWEEPS_DIR, SWEEP_SCHEMA, SWEEP_PARTITIONS)
 
 
 # The writer's former name; tests and benches of other modules still import it.
