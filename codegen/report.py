@@ -146,17 +146,20 @@ def pareto_figure(title: str, points: pd.DataFrame, front: pd.DataFrame, bounds:
     top = float(losses.max()) if len(losses) else max(budgets)
     right = top * 1.12 if top > 0 else max(budgets)
     ax.set_xlim(left=min(0.0, float(losses.min()) if len(losses) else 0.0) - right * 0.03, right=right)
+    # Each budget's label runs up its own line, so close budgets do not print over each
+    # other; budgets right of every point go into the legend, which covers no data.
     beyond = []
     for budget in budgets:
         if budget <= right:
             ax.axvline(budget, color="#b00020", linestyle="--", linewidth=1.3)
             ax.annotate(f"budget {budget:g}", xy=(budget, 1), xycoords=("data", "axes fraction"),
-                        xytext=(4, -14), textcoords="offset points", color="#b00020", fontsize=9)
+                        xytext=(-3, -4), textcoords="offset points", rotation=90, ha="right", va="top",
+                        color="#b00020", fontsize=9)
         else:
             beyond.append(f"{budget:g}")
     if beyond:
-        ax.annotate(f"budget {', '.join(beyond)} →", xy=(1, 1), xycoords="axes fraction", xytext=(-4, -14),
-                    textcoords="offset points", ha="right", color="#b00020", fontsize=9)
+        (mark,) = ax.plot([], [], color="#b00020", linestyle="--", linewidth=1.3)
+        handles[f"budget {', '.join(beyond)} → (beyond every point)"] = mark
     ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.3g}"))
     ax.axhline(1.0, color="#555", linewidth=0.8)
@@ -373,7 +376,7 @@ TEMPLATE = """<!doctype html>
   table.fit { width: 100%; table-layout: fixed; }
   th, td { padding: 6px 10px; border-bottom: 1px solid #eceff5; text-align: left; vertical-align: top;
            overflow-wrap: anywhere; }
-  th { background: #eef1f7; font-weight: 600; }
+  th { background: #eef1f7; font-weight: 600; font-size: 13px; overflow-wrap: normal; hyphens: auto; }
   td.num { text-align: right; font-variant-numeric: tabular-nums; }
   td.best { background: #e7f6ea; font-weight: 700; }
   td.slow { background: #fdecec; color: #9b1c1c; }
