@@ -362,7 +362,11 @@ class LakeWriter(LakeReader):
                "budgets_json": json.dumps(list(spec.budgets)),
                "spec_json": json.dumps(spec.to_dict(), sort_keys=True, default=str),
                "device_kind": device_kind, "started_at": datetime.now(timezone.utc)}
-        return self._write([row], SWEEPS_DIR, SWEEP_SCHEMA, SWEEP_PARTITIONS)
+        try:
+            return self._write([row], SWEEPS_DIR, SWEEP_SCHEMA, SWEEP_PARTITIONS)
+        except (pa.ArrowException, OSError) as err:
+            raise LakeError(f"cannot write to the lake {self.uri!r}: {_cause(err)}; pass a writable folder "
+                            "or URI") from None
 
 
 # The writer's former name; tests and benches of other modules still import it.
