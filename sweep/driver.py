@@ -290,9 +290,10 @@ def run_sweep(spec: SweepSpec, lake_uri: str, *, address: str | None = None,
         versions = json.loads(device["versions_json"])
         dtype = spec.dtype if spec.dtype != "auto" else ("float32" if device["device_kind"] == "cpu" else "float16")
         ctx = SweepContext(spec, sweep_id or uuid.uuid4().hex[:12], device, versions, dtype)
-        lake.write_sweep(spec, ctx.sweep_id, device["device_kind"])  # names the run in the report
         state = SweepState(plan.combos, spec.budgets, spec.early_stop, ctx.key,
                            stored=stored)
+        if state.pruned or not state.finished:  # a run that will write rows: name it for the report
+            lake.write_sweep(spec, ctx.sweep_id, device["device_kind"])
         summary = SweepSummary(ctx.sweep_id, state.total, {}, state.skipped, 0, 0, 0.0,
                                device["device_kind"], dict(resources), notes=list(plan.notes))
         summary.concurrency = concurrency

@@ -119,6 +119,9 @@ def test_sweep_resume_query_and_tasks_on_s3(s3_env, s3_endpoint, tmp_path):
     assert len(keys) == 4 and len(rows) == len({(r["trial_key"], r["phase"]) for r in rows})
     assert {r["status"] for r in rows} == {"ok"}
     assert any(p.startswith(f"{BUCKET}/sweep-lake/baselines/model=sd15/") for p in _stored(s3_endpoint, "sweep-lake"))
+    # the run is recorded (spec name, budgets) for the report
+    runs = LakeReader(lake).sweeps()
+    assert [(r["spec_name"], json.loads(r["budgets_json"])) for r in runs] == [("tiny-test", [0.05])]
 
     # Resume, with a truncated file planted as a killed upload of a foreign tool would leave it:
     # the sweep names it once, skips it, and measures nothing again.
@@ -134,6 +137,7 @@ def test_sweep_resume_query_and_tasks_on_s3(s3_env, s3_endpoint, tmp_path):
     assert f"warning: skipping {bad}: not a readable Parquet file" in again.stderr
     assert "4 already stored" in again.stdout and "0 row(s) written" in again.stdout
     assert len(_trial_rows(s3_endpoint, "sweep-lake")) == len(rows)
+    assert len(LakeReader(lake).sweeps()) == 1  # a run with nothing to do records nothing
     strict = _cli(["sweep", str(spec), "--lake", lake, "--strict", "--quiet"], s3_env, timeout=120)
     assert strict.returncode == 2 and bad in strict.stderr and len(strict.stderr.strip().splitlines()) == 1
 
