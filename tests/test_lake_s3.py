@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -158,18 +157,30 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-def test_unreachable_s3_lake_is_one_line_naming_the_uri(monkeypatch, tmp_path):
+def _unreachable_uri(monkeypatch) -> str:
     for k, v in CREDENTIALS.items():
         monkeypatch.setenv(k, v)
-    port = _closed_port()
-    uri = f"s3://{BUCKET}/lake?endpoint_override=http://127.0.0.1:{port}&region=us-east-1"
+    return f"s3://{BUCKET}/lake?endpoint_override=http://127.0.0.1:{_closed_port()}&region=us-east-1"
+
+
+def test_unreachable_s3_lake_is_one_line_naming_the_uri(monkeypatch):
+    uri = _unreachable_uri(monkeypatch)
+    start = time.monotonic()
     with pytest.raises(LakeError, match="cannot reach the lake") as err:
         LakeReader(uri).trial_columns(["trial_key"])
+    assert time.monotonic() - start < 30
+    port = uri.split("127.0.0.1:")[1].split("&")[0]
     assert uri in str(err.value) and "\n" not in str(err.value) and f"127.0.0.1:{port}" in str(err.value)
+
+
+@pytest.mark.slow
+def test_unreachable_s3_lake_is_one_line_in_every_command(monkeypatch, tmp_path):
+    uri = _unreachable_uri(monkeypatch)
     env = dict(os.environ)
     spec = write_spec(tmp_path / "spec.yaml")
     for args in (["query", "--lake", uri, "SELECT 1"], ["sweep", str(spec), "--lake", uri, "--quiet"],
-                 ["tasks", "--lake", uri, "--out", str(tmp_path / "t")]):
+                 ["tasks", "--lake", uri, "--out", str(tmp_path / "t")],
+                 ["report", "--lake", uri, "--out", str(tmp_path / "r")]):
         start = time.monotonic()
         res = _cli(args, env, timeout=120)
         took = time.monotonic() - start
@@ -178,4 +189,4 @@ def test_unreachable_s3_lake_is_one_line_naming_the_uri(monkeypatch, tmp_path):
         assert len(lines) == 1 and lines[0].startswith("error: ") and uri in lines[0], (args, res.stderr[-2000:])
         assert "Could not connect" in lines[0] or "connect" in lines[0].lower()
         assert took < 60, (args, took)
-    assert not Path(tmp_path / "t").exists()
+    assert not (tmp_path / "t").exists() and not (tmp_path / "r").exists()

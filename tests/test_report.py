@@ -248,8 +248,8 @@ def chromium(*args: str, tmp) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
-def layout(page, tmp, extra: str = "", width: int = 1280) -> tuple[str, int, dict]:
-    """(image state, image count, layout check) of `page` as Chromium lays it out."""
+def layout(page, tmp, extra: str = "", width: int = 1280) -> tuple[str, int, dict, str]:
+    """(image state, image count, layout check, DOM) of `page` as Chromium lays it out."""
     probe = page.parent / f".probe-{width}.html"
     probe.write_text(page.read_text().replace("</body>", extra + CHECK + "</body>"))
     try:
@@ -263,23 +263,30 @@ def layout(page, tmp, extra: str = "", width: int = 1280) -> tuple[str, int, dic
     count = re.search(r'data-image-count="(\d+)"', body.group(0))
     check = re.search(r'<pre id="layout-check">(.*?)</pre>', dom, flags=re.S)
     assert check, dom[-500:]
-    return state, int(count.group(1)) if count else -1, json.loads(check.group(1).replace("&quot;", '"'))
+    return state, int(count.group(1)) if count else -1, json.loads(check.group(1).replace("&quot;", '"')), dom
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium; .ci/run does)")
 def test_report_renders_in_a_browser_unclipped_unscaled_and_within_the_viewport(report, tmp_path):
-    _lake, out = report
+    lake, out = report
     page = out / "index.html"
     shot = tmp_path / "report.png"
     run = chromium("--window-size=1280,2400", f"--screenshot={shot}", page.as_uri(), tmp=tmp_path / "profile")
     assert shot.exists() and shot.stat().st_size > 50_000, run.stderr[-2000:]
     n_imgs = len(re.findall(r"<img ", page.read_text()))
     for width in (1280, 800):  # a laptop window and a narrow one
-        state, count, check = layout(page, tmp_path / "profile", width=width)
+        state, count, check, dom = layout(page, tmp_path / "profile", width=width)
         assert (state, count) == ("ok", n_imgs)
         assert check["width"] <= width and check["scaled"] == [] and check["clipped"] == [], check
         assert check["wide"] == [], check
+    # the counts the browser shows are the CLI's
+    _code, stdout, _ = cli("query", "--lake", str(lake), "--format", "json", "SELECT count(*) AS n FROM trials")
+    assert re.search(r'id="n-trials" data-n="(\d+)">(\d+) trials', dom).groups() == (str(json.loads(stdout)[0]["n"]),) * 2
+    _code, _out, stderr = cli("bounds", "--lake", str(lake), "--budget", str(BUDGETS[0]))
+    want = re.search(r"(\d+) of (\d+) config\(s\)", stderr).groups()
+    assert re.search(r'id="unbounded" data-n="(\d+)" data-of="(\d+)"', dom).groups() == want
+    assert re.search(r"<b>(\d+) of (\d+)</b>", dom).groups() == want
 
     # The checks must notice what they look for.
     victim = sorted(out.glob("pareto-*.png"))[0]
