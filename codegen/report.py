@@ -374,9 +374,9 @@ TEMPLATE = """<!doctype html>
   table { border-collapse: collapse; background: #fff; border: 1px solid #dfe3ec; margin: 8px 0; }
   /* The bounds table fits the column: fixed layout wraps long headers and notes. */
   table.fit { width: 100%; table-layout: fixed; }
-  th, td { padding: 6px 10px; border-bottom: 1px solid #eceff5; text-align: left; vertical-align: top;
-           overflow-wrap: anywhere; }
-  th { background: #eef1f7; font-weight: 600; font-size: 13px; overflow-wrap: normal; hyphens: auto; }
+  th, td { padding: 6px 8px; border-bottom: 1px solid #eceff5; text-align: left; vertical-align: top;
+           overflow-wrap: break-word; }
+  th { background: #eef1f7; font-weight: 600; font-size: 13px; }
   td.num { text-align: right; font-variant-numeric: tabular-nums; }
   td.best { background: #e7f6ea; font-weight: 700; }
   td.slow { background: #fdecec; color: #9b1c1c; }
@@ -427,7 +427,7 @@ baseline (below 1×). Below each speedup: its loss and parameter tag. Budgets: {
 <h3 id="budget-{{ loop.index }}">Budget {{ t.budget }}</h3>
 {% if t.rows %}
 <table class="fit">
-  <colgroup><col style="width:7%"><col style="width:12%"><col style="width:10%"><col style="width:6%"><col style="width:8%">{% for c in t.cols %}<col>{% endfor %}</colgroup>
+  <colgroup><col style="width:6%"><col style="width:11%"><col style="width:9%"><col style="width:5%"><col style="width:7%">{% for c in t.cols %}<col>{% endfor %}</colgroup>
   <tr><th>GPU</th><th>model</th><th>scheduler</th><th>steps</th><th>size</th>{% for c in t.cols %}<th>{{ c }}</th>{% endfor %}</tr>
   {% for key, random, cells in t.rows %}
   <tr>{% for k in key %}<td>{{ k }}{% if loop.index0 == 1 and random %} <span class="tag">random weights</span>{% endif %}</td>{% endfor %}

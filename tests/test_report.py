@@ -40,9 +40,9 @@ def lake_rows() -> list[dict]:
     for r in rows:
         if r["status"] == "failed":
             r["error"] = "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\nTraceback ..."
-    # Random weights (the tiny preset) on a CPU: one scheduler, six combos -> a one-panel
-    # steps chart with a six-entry legend, and slowdowns (speedup < 1).
-    for i, combo in enumerate(SIX):
+    # Random weights (the tiny preset) on a CPU: one scheduler, every combo -> a one-panel
+    # steps chart with a seven-entry legend, the widest table, and slowdowns (speedup < 1).
+    for i, combo in enumerate(COMBOS):
         for j in range(3):
             rows.append(trial(combo, one_param(combo, j), model="sd21", preset="tiny", device_kind="cpu",
                               steps=20, resolution=64, speedup=0.7 + 0.05 * i + 0.1 * j,
@@ -117,7 +117,7 @@ def test_report_content(report):
     rows = re.findall(r"<tr><td>(\w+)</td>.*?</tr>", table, flags=re.S)
     tagged = re.findall(r"<tr><td>(\w+)</td><td>[^<]*<span class=\"tag\">random weights", table)
     assert set(rows) == {"H100", "cpu"} and set(tagged) == {"cpu"}
-    assert "18 of" in html.split('class="warn"')[1].split("</div>")[0]
+    assert "21 of" in html.split('class="warn"')[1].split("</div>")[0]
     for status in ("ok", "stopped", "pruned", "failed"):
         assert f"<th>{status}</th>" in html
     assert "torch 2.13.0" in html and "NVIDIA H100" in html
