@@ -30,7 +30,8 @@ install: $(VENV)/.installed
 test: install
 	$(BIN)/python -m pytest -q
 
-# What to run while developing: lint and the fast tests (under 2 minutes on 2 cores).
+# What to run while developing: lint and the fast tests. Measured: 283 tests, 71 s of CPU
+# (user+sys), so about 1.5 min on an idle 2-core machine; 3 min wall on one shared by six.
 check: install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -m "not slow"
