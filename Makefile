@@ -8,11 +8,13 @@ TORCH  ?= torch==2.13.0
 SPEC   ?= datasets/sweeps/default.yaml
 LAKE   ?= lake
 OUT    ?= out
-# Codegen and the report read this lake; it defaults to the example lake we ship.
+# Codegen and the report read your lake ($(LAKE)) once a sweep has written trials into
+# it (or when it is a URI such as s3://...), else the example lake we ship.
 EXAMPLE_LAKE ?= datasets/example-lake
-READ_LAKE    ?= $(if $(wildcard $(EXAMPLE_LAKE)),$(EXAMPLE_LAKE),$(LAKE))
+READ_LAKE    ?= $(if $(findstring ://,$(LAKE)),$(LAKE),$(if $(wildcard $(LAKE)/trials),$(LAKE),$(EXAMPLE_LAKE)))
+SAY_LAKE      = @echo "reading the lake $(READ_LAKE)$(if $(filter $(EXAMPLE_LAKE),$(READ_LAKE)), (the shipped example: run make sweep to fill $(LAKE)),)"
 
-.PHONY: install test lint sweep codegen report clean
+.PHONY: install test check lint sweep codegen report clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +26,15 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# The full suite, as CI runs it. pytest's exit 5 (no test collected) fails too, like any non-zero.
 test: install
 	$(BIN)/python -m pytest -q
+
+# What to run while developing: lint and the fast tests. Measured: 283 tests, 71 s of CPU
+# (user+sys), so about 1.5 min on an idle 2-core machine; 3 min wall on one shared by six.
+check: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: install
 	$(BIN)/ruff check .
@@ -34,10 +43,12 @@ sweep: install
 	$(BIN)/diffaccel sweep $(SPEC) --lake $(LAKE)
 
 codegen: install
+	$(SAY_LAKE)
 	$(BIN)/diffaccel tasks --lake $(READ_LAKE) --out $(OUT)/tasks
 	$(BIN)/diffaccel codegen --tasks $(OUT)/tasks/tasks.jsonl --out $(OUT)/tasks
 
 report: install
+	$(SAY_LAKE)
 	$(BIN)/diffaccel report --lake $(READ_LAKE) --out $(OUT)/report
 
 clean:

@@ -35,10 +35,11 @@ holds, such as a column only one method writes):
     rising loss (and so rising speedup). Plus ``metric`` and ``quality_loss``.
     ``pareto`` is ``pareto_at('ssim')``.
 
-Files the lake should not hold are skipped with a `LakeWarning` that names them (or
-raise `LakeError` with ``on_bad_file="error"``): unreadable or corrupt Parquet, Parquet
-files with no ``trial_key`` / ``baseline_key`` or a known column of the wrong kind, and
-Parquet outside ``key=value`` partition folders. Reading never writes into the lake.
+The files are listed by `sweep.lake.LakeReader`, the one reader of stored files that a
+resumed sweep uses too: files the lake should not hold are skipped with a `LakeWarning`
+that names them (or raise `LakeError` with ``on_bad_file="error"``). Reading never writes
+into the lake; ``open_lake(..., sandbox=True)`` (what `diffaccel query` uses) also makes
+the DuckDB database unable to touch any file once it holds the lake.
 
 Local lakes are read by DuckDB straight from the files. Other filesystems are read
 through pyarrow into Arrow and handed to DuckDB; the SQL over them is the same.
@@ -47,16 +48,13 @@ through pyarrow into Arrow and handed to DuckDB; the SQL over them is the same.
 from __future__ import annotations
 
 import math
-import os
-import warnings
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import duckdb
 import pyarrow as pa
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
+from sweep.lake import LakeError, LakeReader, LakeTable, LakeWarning
 from sweep.lake_schema import (
     BASELINE_PARTITIONS,
     BASELINE_SCHEMA,
@@ -64,6 +62,7 @@ from sweep.lake_schema import (
     BOUND_GROUP,
     BUDGET_METRICS,
     OK,
+    SWEEP_SCHEMA,
     TRIAL_PARTITIONS,
     TRIAL_SCHEMA,
     TRIALS_DIR,
@@ -74,14 +73,6 @@ if TYPE_CHECKING:  # DuckDB imports pandas itself when a frame is asked for
 
 DEFAULT_BUDGET = 0.02
 DEFAULT_METRIC = "ssim"
-
-
-class LakeError(ValueError):
-    """The lake cannot be read as asked: the message names the problem and the fix."""
-
-
-class LakeWarning(UserWarning):
-    """A file in the lake was skipped; the message names it."""
 
 
 # ----------------------------------------------------------------------------- SQL
@@ -109,21 +100,6 @@ def _duck_type(t: pa.DataType) -> str:
     if pa.types.is_timestamp(t):
         return "TIMESTAMPTZ" if t.tz else "TIMESTAMP"
     raise TypeError(f"no DuckDB type for {t}")  # the schema only uses the kinds above
-
-
-def _kind(t: pa.DataType) -> str:
-    """Coarse kind of a column, to tell a foreign file from an older or newer one."""
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t):
-        return "string"
-    if pa.types.is_boolean(t):
-        return "bool"
-    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
-        return "number"
-    if pa.types.is_timestamp(t) or pa.types.is_date(t):
-        return "time"
-    if pa.types.is_null(t):
-        return "null"
-    return str(t)
 
 
 def _loss_expr(metric_param: str) -> str:
@@ -228,123 +204,35 @@ def check_budget(budget: float) -> float:
     return value
 
 
-# --------------------------------------------------------------------------- files
+class LakeDB:
+    """A lake opened for analysis in DuckDB. Build with `open_lake`.
 
-@dataclass
-class _Table:
-    """What we know of one of the lake's tables (trials or baselines) after listing it."""
-
-    name: str
-    schema: pa.Schema
-    partitions: tuple[str, ...]
-    key: str
-    files: list[str] = field(default_factory=list)
-    # union of the file columns (name -> arrow type of the first file that has it)
-    columns: dict[str, pa.DataType] = field(default_factory=dict)
-
-
-def _partition_values(rel: str, partitions: tuple[str, ...]) -> dict[str, str] | None:
-    parts = rel.split("/")[:-1]
-    if len(parts) != len(partitions):
-        return None
-    values = {}
-    for part, key in zip(parts, partitions, strict=True):
-        k, sep, v = part.partition("=")
-        if not sep or k != key or not v:
-            return None
-        values[k] = v
-    return values
-
-
-class Lake:
-    """A lake opened for reading. Build with `open_lake`."""
+    The files are listed once, at opening, by `sweep.lake.LakeReader` (the same safe
+    listing a resumed sweep uses); the views read those files.
+    """
 
     def __init__(self, uri: str, *, filesystem: pafs.FileSystem | None = None,
-                 on_bad_file: Literal["warn", "error"] = "warn"):
-        if on_bad_file not in ("warn", "error"):
-            raise LakeError(f"on_bad_file={on_bad_file!r}: use 'warn' (skip and warn) or 'error'")
-        self.uri = uri
-        self.on_bad_file = on_bad_file
-        if filesystem is not None:
-            self.fs, self.root = filesystem, uri.rstrip("/")
-        elif "://" in uri:
-            try:
-                self.fs, self.root = pafs.FileSystem.from_uri(uri)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as err:
-                raise LakeError(f"cannot open lake URI {uri!r}: {err}. Use a local folder or a "
-                                "pyarrow.fs URI such as file:///path or s3://bucket/prefix") from None
-        else:
-            self.fs, self.root = pafs.LocalFileSystem(), os.path.abspath(uri)
-        self.local = isinstance(self.fs, pafs.LocalFileSystem)
-        info = self.fs.get_file_info(self.root or "/")
-        if info.type == pafs.FileType.NotFound:
+                 on_bad_file: Literal["warn", "error"] = "warn", sandbox: bool = False):
+        self.reader = LakeReader(uri, filesystem=filesystem, on_bad_file=on_bad_file)
+        self.uri, self.fs, self.root, self.local = uri, self.reader.fs, self.reader.root, self.reader.local
+        self.sandbox = sandbox
+        kind = self.reader.root_type()
+        if kind == pafs.FileType.NotFound:
             raise LakeError(f"no lake at {uri!r}: the folder does not exist. Check the path, or write "
                             "one with `diffaccel sweep SPEC --lake PATH`")
-        if info.type != pafs.FileType.Directory:
+        if kind != pafs.FileType.Directory:
             raise LakeError(f"{uri!r} is a file, not a lake folder: pass the folder that holds "
                             f"{TRIALS_DIR}/ and {BASELINES_DIR}/")
-        self.trials_table = self._scan(TRIALS_DIR, TRIAL_SCHEMA, TRIAL_PARTITIONS, "trial_key")
-        self.baselines_table = self._scan(BASELINES_DIR, BASELINE_SCHEMA, BASELINE_PARTITIONS, "baseline_key")
+        self.trials_table = self.reader.scan(TRIALS_DIR)
+        self.baselines_table = self.reader.scan(BASELINES_DIR)
         if self.trials_table is None and self.baselines_table is None:
             raise LakeError(f"{uri!r} holds no {TRIALS_DIR}/ or {BASELINES_DIR}/ folder, so it is not a "
                             "diffaccel lake: pass the folder given to `diffaccel sweep --lake`")
         self._db: duckdb.DuckDBPyConnection | None = None
         self._con: duckdb.DuckDBPyConnection | None = None
 
-    # ------------------------------------------------------------------ listing
-    def _path(self, subdir: str) -> str:
-        root = self.root.rstrip("/")
-        return f"{root}/{subdir}" if root else subdir
-
-    def _bad(self, path: str, why: str) -> None:
-        msg = f"{path}: {why}"
-        if self.on_bad_file == "error":
-            raise LakeError(f"cannot read the lake: {msg}")
-        warnings.warn(f"skipping {msg}", LakeWarning, stacklevel=4)
-
-    def _scan(self, subdir: str, schema: pa.Schema, partitions: tuple[str, ...], key: str) -> _Table | None:
-        base = self._path(subdir)
-        if self.fs.get_file_info(base).type != pafs.FileType.Directory:
-            return None
-        table = _Table(subdir, schema, partitions, key)
-        infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=True))
-        known = {f.name: f.type for f in schema}
-        for info in sorted(infos, key=lambda i: i.path):
-            rel = info.path[len(base) + 1:]
-            # Writers stage files as hidden .tmp files; folders and non-Parquet files are not data.
-            if info.type != pafs.FileType.File or not rel.endswith(".parquet"):
-                continue
-            if any(part.startswith((".", "_")) for part in rel.split("/")):
-                continue
-            if _partition_values(rel, partitions) is None:
-                want = "/".join(f"{p}=..." for p in partitions)
-                self._bad(info.path, f"Parquet file outside the {subdir}/{want}/ partition folders; "
-                                     "move it into its partition or out of the lake")
-                continue
-            try:
-                with self.fs.open_input_file(info.path) as f:
-                    fschema = pq.read_schema(f)
-            except (pa.ArrowException, OSError) as err:
-                self._bad(info.path, f"not a readable Parquet file ({err}); delete it or move it out "
-                                     "of the lake")
-                continue
-            if key not in fschema.names:
-                self._bad(info.path, f"a Parquet file with no {key!r} column, so not a {subdir} file of "
-                                     "this lake; move it out of the lake")
-                continue
-            clash = [f"{f.name} is {f.type}, expected {known[f.name]}" for f in fschema
-                     if f.name in known and _kind(f.type) not in (_kind(known[f.name]), "null")]
-            if clash:
-                self._bad(info.path, "columns of the wrong kind (" + "; ".join(clash) +
-                          "), so not a file of this lake; move it out of the lake")
-                continue
-            table.files.append(info.path)
-            for f in fschema:
-                table.columns.setdefault(f.name, f.type)
-        return table
-
     # ------------------------------------------------------------------ DuckDB
-    def _projection(self, table: _Table, only: tuple[str, ...] | None = None) -> str:
+    def _projection(self, table: LakeTable, only: tuple[str, ...] | None = None) -> str:
         """Every schema column in schema order (NULL where no file has it), then extras."""
         cols = []
         for f in table.schema:
@@ -360,37 +248,42 @@ class Lake:
                      if n not in table.schema.names and n not in table.partitions and n not in _HIDDEN]
         return ", ".join(cols)
 
-    def _raw_source(self, con: duckdb.DuckDBPyConnection, table: _Table) -> str:
+    def _raw_source(self, con: duckdb.DuckDBPyConnection, table: LakeTable) -> str:
         """A FROM clause over every accepted file of `table`, with each row's file and
         row number (`_file`, `file_row_number`) so a row can be found again cheaply."""
         if not table.files:
             return ("(SELECT CAST(NULL AS VARCHAR) AS _file, CAST(NULL AS BIGINT) AS file_row_number) "
                     "AS empty WHERE false")
+        name = f"_{table.name}_copy"
         if self.local:
             files = ", ".join(_literal(p) for p in table.files)
             hive_types = ", ".join(f"{_literal(p)}: 'VARCHAR'" for p in table.partitions)
-            return (f"read_parquet([{files}], hive_partitioning = true, union_by_name = true, "
+            scan = (f"read_parquet([{files}], hive_partitioning = true, union_by_name = true, "
                     f"hive_types = {{{hive_types}}}, hive_types_autocast = false, "
                     f"filename = '_file', file_row_number = true)")
+            if not self.sandbox:
+                return scan
+            # A sandboxed database may touch no file once set up, so it keeps a copy.
+            con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM {scan}")
+            return name
         # Not local: read through pyarrow and keep a copy in the database, which every
         # connection of this lake shares (a registered Arrow object would be one's only).
-        name = f"_{table.name}_arrow"
         con.register("_arrow_in", self._arrow(table))
         con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _arrow_in")
         con.unregister("_arrow_in")
         return name
 
-    def _arrow(self, table: _Table) -> pa.Table:
-        base = self._path(table.name)
+    def _arrow(self, table: LakeTable) -> pa.Table:
         parts = []
         for path in table.files:
-            t = pq.read_table(path, filesystem=self.fs)
-            for k, v in _partition_values(path[len(base) + 1:], table.partitions).items():
-                if k not in t.column_names:
-                    t = t.append_column(k, pa.array([v] * t.num_rows, pa.string()))
+            t = self.reader.read_file(table, path)
+            if t is None:  # its footer read but its data does not; skipped and named
+                continue
             t = t.append_column("_file", pa.array([path] * t.num_rows, pa.string()))
             t = t.append_column("file_row_number", pa.array(range(t.num_rows), pa.int64()))
             parts.append(t)
+        if not parts:
+            return pa.table({"_file": pa.array([], pa.string()), "file_row_number": pa.array([], pa.int64())})
         return pa.concat_tables(parts, promote_options="permissive")
 
     def _setup(self, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
@@ -404,7 +297,7 @@ class Lake:
         )
         for table, name, schema, parts, key, latest, narrow in specs:
             if table is None:  # a lake with baselines only, or trials only
-                table = _Table(name, schema, parts, key)
+                table = LakeTable(name, schema, parts, key)
             raw = self._raw_source(con, table)
             con.execute(f"CREATE OR REPLACE VIEW _{name}_wide AS SELECT _file, file_row_number AS _row, "
                         f"{self._projection(table)} FROM {raw}")
@@ -423,6 +316,13 @@ class Lake:
             con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * EXCLUDE (_file, _row) FROM _{name}_wide "
                         f"WHERE (_file, _row) IN (SELECT (_file, _row) FROM _{name}_keys)")
         con.execute(_MACROS)
+        if self.sandbox:
+            # Arbitrary SQL (`diffaccel query`) runs here: no COPY ... TO, no ATTACH, no
+            # reading files beyond the lake's copy above, and no way to undo that.
+            # Settings lock too, so connections made later inherit UTC from here.
+            con.execute("SET GLOBAL TimeZone = 'UTC'")
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
         return con
 
     def connect(self, budget: float = DEFAULT_BUDGET, metric: str = DEFAULT_METRIC) -> duckdb.DuckDBPyConnection:
@@ -437,7 +337,8 @@ class Lake:
             self._db = self._setup(duckdb.connect())
         cur = self._db.cursor()
         # Timestamps in the lake are UTC; show them so whatever the host's zone.
-        cur.execute("SET TimeZone = 'UTC'")
+        if not self.sandbox:  # a sandbox's settings are locked, UTC among them
+            cur.execute("SET TimeZone = 'UTC'")
         if (budget, metric) != (DEFAULT_BUDGET, DEFAULT_METRIC):
             # Temporary views belong to this connection alone and shadow the shared ones.
             # Both values are checked above, so writing them into SQL is safe.
@@ -473,6 +374,20 @@ class Lake:
     def baselines(self) -> pd.DataFrame:
         return self.sql("SELECT * FROM baselines ORDER BY baseline_key")
 
+    def sweeps(self) -> pd.DataFrame:
+        """One row per recorded sweep run (`lake_schema.SWEEP_SCHEMA`), oldest first."""
+        import pandas as pd
+
+        return pd.DataFrame(self.reader.sweeps(), columns=SWEEP_SCHEMA.names)
+
+    def unbounded(self, budget: float = DEFAULT_BUDGET, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
+        """The configs (`BOUND_GROUP`) with trials but no ok point within `budget`: the
+        complement of `bounds` among ``SELECT DISTINCT BOUND_GROUP FROM trials``, the
+        definition `diffaccel bounds` counts by."""
+        group = ", ".join(_ident(c) for c in BOUND_GROUP)
+        return self.sql(f"SELECT DISTINCT {group} FROM trials EXCEPT SELECT {group} FROM bounds_at(?, ?) "
+                        f"ORDER BY {group}", [check_budget(budget), check_metric(metric)])
+
     def bounds(self, budget: float = DEFAULT_BUDGET, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
         """Max speedup within `budget` per BOUND_GROUP (configs with none are absent)."""
         return self.sql("SELECT * FROM bounds_at(?, ?)", [check_budget(budget), check_metric(metric)])
@@ -488,15 +403,17 @@ class Lake:
 
 
 def open_lake(uri: str, *, filesystem: pafs.FileSystem | None = None,
-              on_bad_file: Literal["warn", "error"] = "warn") -> Lake:
+              on_bad_file: Literal["warn", "error"] = "warn", sandbox: bool = False) -> LakeDB:
     """Open a lake for reading: a local folder or a pyarrow.fs URI (file://, s3://, gs://).
 
     `filesystem` reads `uri` as a path on an already-built pyarrow filesystem. Bad files
     are skipped with a `LakeWarning` naming them, or raise `LakeError` with
-    ``on_bad_file="error"``. A missing lake raises `LakeError`.
+    ``on_bad_file="error"``. A missing or unreachable lake raises `LakeError`.
+    `sandbox` copies the lake into DuckDB and then forbids every file access, so SQL
+    from a user can neither write files nor read beyond the lake.
     """
-    return Lake(uri, filesystem=filesystem, on_bad_file=on_bad_file)
+    return LakeDB(uri, filesystem=filesystem, on_bad_file=on_bad_file, sandbox=sandbox)
 
 
-__all__ = ["DEFAULT_BUDGET", "DEFAULT_METRIC", "Lake", "LakeError", "LakeWarning", "check_budget",
+__all__ = ["DEFAULT_BUDGET", "DEFAULT_METRIC", "LakeDB", "LakeError", "LakeWarning", "check_budget",
            "check_metric", "open_lake"]

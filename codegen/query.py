@@ -5,6 +5,10 @@
 
 Views: trials, trials_all, baselines, baselines_all, bounds, pareto; table macros
 bounds_at(budget, metric) and pareto_at(metric). See docs/lake.md.
+
+The SQL runs on a sandboxed copy of the lake: DuckDB's file access is turned off (and
+locked) once the views are built, so a query can neither write into the lake nor read
+files beside it.
 """
 
 from __future__ import annotations
@@ -55,13 +59,19 @@ def query_cmd(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", LakeWarning)
         try:
-            con = open_lake(lake, on_bad_file="error" if strict else "warn").connect(budget=budget, metric=metric)
+            # sandbox: the SQL is the user's; it may read the lake and nothing else
+            con = open_lake(lake, on_bad_file="error" if strict else "warn", sandbox=True).connect(
+                budget=budget, metric=metric)
         except LakeError as err:
             raise fail(str(err)) from None
     for w in caught:
         typer.echo(f"warning: {w.message}", err=True)
     try:
         df = con.execute(sql).df()
+    except duckdb.PermissionException as err:
+        raise fail(f"query only reads the lake: it cannot write files (COPY ... TO, EXPORT, ATTACH) or read "
+                   f"files outside the lake ({' '.join(str(err).split())}). To save a result, use --format "
+                   "csv or json and redirect the output") from None
     except duckdb.Error as err:
         raise fail(f"the query failed: {err}\nViews: trials, trials_all, baselines, baselines_all, bounds, "
                    "pareto; macros bounds_at(budget, metric), pareto_at(metric). See docs/lake.md.") from None

@@ -25,9 +25,18 @@ import jinja2
 import pandas as pd
 import typer
 
-from codegen.lake import DEFAULT_BUDGET, DEFAULT_METRIC, Lake, check_budget, check_metric, open_lake
+from codegen.lake import (
+    DEFAULT_BUDGET,
+    DEFAULT_METRIC,
+    LakeDB,
+    LakeError,
+    LakeWarning,
+    check_budget,
+    check_metric,
+    open_lake,
+)
 from sweep.catalog import COMBOS, FAMILIES, METHOD_DISPLAY, SCHEDULERS
-from sweep.lake_schema import OK, STATUSES
+from sweep.lake_schema import FAILED, OK, STATUSES
 
 # A config is one bound group less the method: the methods compete inside it.
 CONFIG = ("device_kind", "model", "scheduler", "steps", "resolution")
@@ -92,62 +101,119 @@ def _plt():
     return plt
 
 
-def pareto_chart(path: Path, title: str, points: pd.DataFrame, front: pd.DataFrame, bounds: pd.DataFrame,
-                 budget: float, metric: str) -> None:
-    """Speedup against loss for one config: every ok point, each method's front, the bounds."""
+def _wrap(title: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(title, width)) or title
+
+
+def _legend_below(fig, handles: dict, width_in: float) -> None:
+    """The legend under the axes, never over data; as many columns as fit the width."""
+    if not handles:
+        return
+    longest = max(len(label) for label in handles)
+    ncol = max(1, min(len(handles), int(width_in * 72 / (9 * 0.62 * longest + 30))))
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=ncol)
+
+
+def pareto_figure(title: str, points: pd.DataFrame, front: pd.DataFrame, bounds: pd.DataFrame,
+                  budgets: list[float], metric: str):
+    """Speedup against loss for one config: every ok point, each method's front, and each
+    method's best point within the first budget (a star in the method's colour)."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    width = 6.4
+    fig, ax = plt.subplots(figsize=(width, 4.8), layout="constrained")
+    handles = {}
     for combo, pts in sorted(points.groupby("method"), key=lambda kv: method_color_order(kv[0])):
         color = method_color(combo)
         ax.scatter(pts["quality_loss"], pts["speedup"], s=18, alpha=0.35, color=color, linewidths=0)
         f = front[front["method"] == combo].sort_values("quality_loss")
-        ax.plot(f["quality_loss"], f["speedup"], "-o", color=color, markersize=4, linewidth=1.6,
-                label=method_label(combo))
-    if not bounds.empty:
-        ax.scatter(bounds["quality_loss"], bounds["speedup"], marker="*", s=260, color="gold",
-                   edgecolors="black", linewidths=0.9, zorder=5, label="best within budget")
-    ax.axvline(budget, color="#b00020", linestyle="--", linewidth=1.3)
-    ax.annotate(f"budget {budget:g}", xy=(budget, 1), xycoords=("data", "axes fraction"), xytext=(4, -14),
-                textcoords="offset points", color="#b00020", fontsize=9)
+        (line,) = ax.plot(f["quality_loss"], f["speedup"], "-o", color=color, markersize=4, linewidth=1.6)
+        handles[method_label(combo)] = line
+    # Stars largest first, so stars that coincide (near (0, 1), say) stay visible as rings.
+    stars = bounds.assign(_o=bounds["method"].map(method_color_order)).sort_values("_o")
+    for i, (_, b) in enumerate(stars.iterrows()):
+        ax.scatter([b["quality_loss"]], [b["speedup"]], marker="*", s=max(340 - 70 * i, 90),
+                   color=method_color(b["method"]), edgecolors="black", linewidths=0.9, zorder=5 + i)
+    if not stars.empty:
+        handles[f"best within {budgets[0]:g}"] = ax.scatter([], [], marker="*", s=160, color="white",
+                                                             edgecolors="black", linewidths=0.9)
+    # The x axis spans the data, not the budget: a budget far right of every point would
+    # squeeze them against the left edge. Budgets beyond the data are named at the edge.
+    losses = points["quality_loss"]
+    top = float(losses.max()) if len(losses) else max(budgets)
+    right = top * 1.12 if top > 0 else max(budgets)
+    ax.set_xlim(left=min(0.0, float(losses.min()) if len(losses) else 0.0) - right * 0.03, right=right)
+    # Each budget's label runs up its own line, so close budgets do not print over each
+    # other; budgets right of every point go into the legend, which covers no data.
+    beyond = []
+    for budget in budgets:
+        if budget <= right:
+            ax.axvline(budget, color="#b00020", linestyle="--", linewidth=1.3)
+            ax.annotate(f"budget {budget:g}", xy=(budget, 1), xycoords=("data", "axes fraction"),
+                        xytext=(-3, -4), textcoords="offset points", rotation=90, ha="right", va="top",
+                        color="#b00020", fontsize=9)
+        else:
+            beyond.append(f"{budget:g}")
+    if beyond:
+        (mark,) = ax.plot([], [], color="#b00020", linestyle="--", linewidth=1.3)
+        handles[f"budget {', '.join(beyond)} → (beyond every point)"] = mark
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.3g}"))
     ax.axhline(1.0, color="#555", linewidth=0.8)
     ax.set_xlabel(f"quality loss ({METRIC_LABEL[metric]})")
     ax.set_ylabel("speedup over baseline (×)")
-    ax.set_title(title)
-    ax.legend(loc="best")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    ax.set_title(_wrap(title, 60))
+    _legend_below(fig, handles, width)
+    return fig
 
 
-def steps_chart(path: Path, title: str, bounds: pd.DataFrame) -> None:
+def steps_figure(title: str, bounds: pd.DataFrame):
     """Each method's bound across steps, one panel per scheduler."""
     plt = _plt()
     schedulers = sorted(bounds["scheduler"].dropna().unique())
     n = max(len(schedulers), 1)
     cols = min(n, 3)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.8 * cols, 3.0 * rows + 0.8), squeeze=False, sharey=True,
+    # A single panel still gets the width its title and legend need.
+    width = max(3.8 * cols, 7.2)
+    fig, axes = plt.subplots(rows, cols, figsize=(width, 3.0 * rows + 1.6), squeeze=False, sharey=True,
                              layout="constrained")
     for ax, sched in zip(axes.flat, schedulers, strict=False):
         sub = bounds[bounds["scheduler"] == sched]
         for combo, pts in sorted(sub.groupby("method"), key=lambda kv: method_color_order(kv[0])):
             pts = pts.sort_values("steps")
             ax.plot(pts["steps"], pts["speedup"], "-o", color=method_color(combo), label=method_label(combo))
+        ax.axhline(1.0, color="#555", linewidth=0.8)
         ax.set_title(scheduler_label(sched))
         ax.set_xlabel("sampling steps")
         ax.set_xticks(sorted(sub["steps"].unique()))
     for ax in axes[:, 0]:
-        ax.set_ylabel("max speedup within budget (×)")
+        ax.set_ylabel("max speedup (×)")
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     legend = {}
     for ax in axes.flat:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             legend.setdefault(label, handle)
-    fig.suptitle(title, fontsize=13)
-    fig.legend(list(legend.values()), list(legend), loc="outside lower center", ncol=min(len(legend), 4))
+    fig.suptitle(_wrap(title, int(width * 9)), fontsize=13)
+    _legend_below(fig, legend, width)
+    return fig
+
+
+def save_figure(fig, path: Path) -> tuple[int, int]:
+    """Save a chart as PNG; returns its size in pixels, which the page shows it at (at most)."""
+    plt = _plt()
     fig.savefig(path)
     plt.close(fig)
+    return png_size(path)
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    head = Path(path).read_bytes()[:24]
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
 
 
 # ------------------------------------------------------------------------- tables
@@ -157,14 +223,22 @@ class Cell:
     text: str
     note: str = ""
     best: bool = False
+    slow: bool = False  # below 1×: the "acceleration" makes it slower
 
 
-def bounds_table(bounds: pd.DataFrame) -> tuple[list[str], list[tuple[list[str], list[Cell]]]]:
-    """Rows (device, model, scheduler, steps) x one column per method combination."""
+TABLE_KEYS = ["device_kind", "model", "preset", "scheduler", "steps", "resolution"]
+
+
+def is_random(preset) -> bool:
+    return not _na(preset) and str(preset) in RANDOM_PRESETS
+
+
+def bounds_table(bounds: pd.DataFrame) -> tuple[list[str], list[tuple[list[str], bool, list[Cell]]]]:
+    """Rows (device, model, preset, scheduler, steps, resolution) x one column per method
+    combination; each row also says whether its preset has random weights."""
     combos = [c for c in COMBOS if c in set(bounds["method"])] + sorted(set(bounds["method"]) - set(COMBOS))
     rows = []
-    keys = ["device_kind", "model", "scheduler", "steps"]
-    for key, grp in bounds.groupby(keys, dropna=False, sort=True):
+    for key, grp in bounds.groupby(TABLE_KEYS, dropna=False, sort=True):
         best = grp["speedup"].max()
         cells = []
         for combo in combos:
@@ -173,32 +247,72 @@ def bounds_table(bounds: pd.DataFrame) -> tuple[list[str], list[tuple[list[str],
                 cells.append(Cell("—"))
                 continue
             r = hit.sort_values("speedup", ascending=False).iloc[0]
-            cells.append(Cell(f"{r['speedup']:.2f}×", f"loss {r['quality_loss']:.4f} · {r['tag']}",
-                              best=r["speedup"] == best))
-        dev, model, sched, steps = key
+            slow = r["speedup"] < 1
+            cells.append(Cell(f"{r['speedup']:.2f}×" + (" slower" if slow else ""),
+                              f"loss {r['quality_loss']:.4f} · {r['tag']}",
+                              best=r["speedup"] == best and not slow, slow=slow))
+        dev, model, preset, sched, steps, res = key
         rows.append(([("—" if _na(dev) else str(dev)), model_label(model), scheduler_label(sched),
-                      str(int(steps))], cells))
+                      str(int(steps)), "—" if _na(res) else f"{int(res)} px"], is_random(preset), cells))
     return [method_label(c) for c in combos], rows
 
 
-def status_table(trials: pd.DataFrame) -> pd.DataFrame:
-    counts = (trials.assign(sweep_id=trials["sweep_id"].fillna("—"))
-              .pivot_table(index=["sweep_id", "method"], columns="status", values="trial_key",
-                           aggfunc="count", fill_value=0))
-    for s in STATUSES:
-        if s not in counts.columns:
-            counts[s] = 0
-    counts = counts[list(STATUSES) + [c for c in counts.columns if c not in STATUSES]]
-    counts["total"] = counts.sum(axis=1)
-    return counts.reset_index()
+def _when(ts) -> str:
+    return "—" if _na(ts) else pd.Timestamp(ts).tz_convert("UTC").strftime("%Y-%m-%d %H:%M UTC")
+
+
+def sweeps_table(sweeps: pd.DataFrame, trials: pd.DataFrame) -> list[dict]:
+    """One entry per sweep run that left trials: the spec's name, when it ran, its budgets
+    and what became of its trials. Runs from before sweeps were recorded show their id."""
+    records = {r["sweep_id"]: r for _, r in sweeps.iterrows()}
+    out = []
+    for sid, grp in trials.assign(sweep_id=trials["sweep_id"].fillna("—")).groupby("sweep_id", sort=False):
+        rec = records.get(sid)
+        started = rec["started_at"] if rec is not None and not _na(rec["started_at"]) else grp["started_at"].min()
+        budgets = json.loads(rec["budgets_json"]) if rec is not None and not _na(rec["budgets_json"]) else []
+        name = rec["spec_name"] if rec is not None and not _na(rec["spec_name"]) else "(unrecorded spec)"
+        counts = grp["status"].value_counts()
+        out.append({"id": sid, "name": name, "label": f"{name} · {_when(started)}", "started": _when(started),
+                    "finished": _when(grp["finished_at"].max()), "sort": started,
+                    "budgets": ", ".join(f"{b:g}" for b in budgets) or "—",
+                    "metric": rec["metric"] if rec is not None and not _na(rec["metric"]) else "—",
+                    "counts": [int(counts.get(s, 0)) for s in STATUSES], "total": len(grp)})
+    out.sort(key=lambda r: (_na(r["sort"]), r["sort"] if not _na(r["sort"]) else 0, r["id"]))
+    return out
+
+
+def status_table(trials: pd.DataFrame, labels: dict[str, str]) -> list[list]:
+    """Per sweep run and method, how many trials ended in each status."""
+    rows = []
+    t = trials.assign(sweep_id=trials["sweep_id"].fillna("—"))
+    for (sid, method), grp in t.groupby(["sweep_id", "method"], sort=True):
+        counts = grp["status"].value_counts()
+        rows.append([labels.get(sid, sid), method_label(method), *[int(counts.get(s, 0)) for s in STATUSES],
+                     len(grp)])
+    return rows
+
+
+def failure_table(trials: pd.DataFrame, labels: dict[str, str]) -> list[dict]:
+    """Failed trials grouped by their error's first line, most frequent first."""
+    failed = trials[trials["status"] == FAILED]
+    if failed.empty:
+        return []
+    reason = failed["error"].fillna("no error recorded").astype(str).map(
+        lambda e: (e.strip().splitlines() or ["no error recorded"])[0][:300])
+    out = []
+    for (why, sid, method), grp in failed.assign(_why=reason, sweep_id=failed["sweep_id"].fillna("—")).groupby(
+            ["_why", "sweep_id", "method"], sort=False):
+        out.append({"reason": why, "sweep": labels.get(sid, sid), "method": method_label(method),
+                    "n": len(grp), "tags": ", ".join(sorted(grp["tag"].dropna().astype(str))[:4])})
+    return sorted(out, key=lambda r: (-r["n"], r["reason"]))
 
 
 def versions_table(trials: pd.DataFrame, baselines: pd.DataFrame) -> list[dict]:
-    frames = [f for f in (trials, baselines) if not f.empty]
+    cols = ["device", "device_kind", "host_cpu", "versions_json", "torch_version", "diffusers_version"]
+    frames = [f[cols].assign(_src=src) for f, src in ((trials, "trials"), (baselines, "baselines")) if not f.empty]
     if not frames:
         return []
-    cols = ["device", "device_kind", "host_cpu", "versions_json", "torch_version", "diffusers_version"]
-    both = pd.concat([f[cols] for f in frames], ignore_index=True)
+    both = pd.concat(frames, ignore_index=True)
     out = []
     for key, grp in both.groupby(cols, dropna=False):
         rec = dict(zip(cols, key, strict=True))
@@ -215,8 +329,23 @@ def versions_table(trials: pd.DataFrame, baselines: pd.DataFrame) -> list[dict]:
                     "device_kind": "—" if _na(rec["device_kind"]) else rec["device_kind"],
                     "host_cpu": "—" if _na(rec["host_cpu"]) else rec["host_cpu"],
                     "libs": ", ".join(f"{k} {v}" for k, v in sorted(libs.items())) or "—",
-                    "rows": len(grp)})
+                    "trials": int((grp["_src"] == "trials").sum()),
+                    "baselines": int((grp["_src"] == "baselines").sum())})
     return out
+
+
+def report_budgets(sweeps: pd.DataFrame, trials: pd.DataFrame, budgets: list[float] | None,
+                   metric: str | None) -> tuple[list[float], str]:
+    """The budgets and metric to show: those given, else those of the specs whose sweeps
+    left these trials, else the defaults."""
+    used = sweeps[sweeps["sweep_id"].isin(set(trials["sweep_id"].dropna()))] if not sweeps.empty else sweeps
+    if not budgets:
+        found = {float(b) for j in used["budgets_json"].dropna() for b in json.loads(j)}
+        budgets = sorted(found) or [DEFAULT_BUDGET]
+    if metric is None:
+        metrics = set(used["metric"].dropna())
+        metric = metrics.pop() if len(metrics) == 1 else DEFAULT_METRIC
+    return [check_budget(b) for b in budgets], check_metric(metric)
 
 
 # --------------------------------------------------------------------------- page
@@ -230,95 +359,131 @@ TEMPLATE = """<!doctype html>
 <style>
   body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d2330;
          background: #f6f7fb; margin: 0; }
-  main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 60px; }
+  main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 60px; box-sizing: border-box; }
   h1 { font-size: 26px; margin: 8px 0 4px; }
   h2 { font-size: 20px; margin: 36px 0 10px; border-bottom: 2px solid #dfe3ec; padding-bottom: 4px; }
+  h3 { font-size: 16px; margin: 20px 0 6px; }
   .sub { color: #5b6475; margin: 0 0 18px; }
   .cards { display: flex; flex-wrap: wrap; gap: 12px; }
-  .card { background: #fff; border: 1px solid #dfe3ec; border-radius: 8px; padding: 10px 16px; min-width: 150px; }
+  .card { background: #fff; border: 1px solid #dfe3ec; border-radius: 8px; padding: 10px 16px; min-width: 150px;
+          max-width: 100%; box-sizing: border-box; }
   .card b { display: block; font-size: 22px; }
   .card span { color: #5b6475; font-size: 13px; }
   .warn { background: #fff4e5; border: 1px solid #f0b35b; border-left: 6px solid #e08a00;
           border-radius: 6px; padding: 12px 16px; margin: 16px 0; }
   table { border-collapse: collapse; background: #fff; border: 1px solid #dfe3ec; margin: 8px 0; }
-  th, td { padding: 6px 12px; border-bottom: 1px solid #eceff5; text-align: left; vertical-align: top; }
-  th { background: #eef1f7; font-weight: 600; }
+  /* The bounds table fits the column: fixed layout wraps long headers and notes. */
+  table.fit { width: 100%; table-layout: fixed; }
+  th, td { padding: 6px 8px; border-bottom: 1px solid #eceff5; text-align: left; vertical-align: top;
+           overflow-wrap: break-word; }
+  th { background: #eef1f7; font-weight: 600; font-size: 13px; }
   td.num { text-align: right; font-variant-numeric: tabular-nums; }
   td.best { background: #e7f6ea; font-weight: 700; }
+  td.slow { background: #fdecec; color: #9b1c1c; }
   td small { display: block; color: #6b7385; font-weight: 400; font-size: 12px; }
-  .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 16px; }
-  .grid.wide { grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); }
-  figure { background: #fff; border: 1px solid #dfe3ec; border-radius: 8px; margin: 0; padding: 8px; }
-  figure img { width: 100%; height: auto; display: block; }
+  .tag { display: inline-block; font-size: 11px; padding: 0 5px; border-radius: 3px; background: #fff4e5;
+         border: 1px solid #f0b35b; color: #8a5300; white-space: nowrap; }
+  .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(520px, 100%), 1fr)); gap: 16px; }
+  figure { background: #fff; border: 1px solid #dfe3ec; border-radius: 8px; margin: 0; padding: 8px;
+           min-width: 0; }
+  /* Never wider than the picture's own pixels (no blurry upscaling), never wider than its box. */
+  figure img { max-width: 100%; height: auto; display: block; margin: 0 auto; }
   figcaption { color: #5b6475; font-size: 13px; padding: 4px 6px 0; }
   .muted { color: #6b7385; }
-  code { background: #eef1f7; padding: 1px 4px; border-radius: 3px; }
+  code { background: #eef1f7; padding: 1px 4px; border-radius: 3px; overflow-wrap: anywhere; }
+  details { margin: 8px 0; }
 </style>
 </head>
 <body data-images="pending">
 <main>
 <h1>How far does training-free acceleration go?</h1>
-<p class="sub">Lake <code>{{ lake_name }}</code> · budget: quality loss ≤ {{ budget }} in {{ metric_label }}
- · {{ n_trials }} trials · made {{ made }}</p>
+<p class="sub">Lake <code>{{ lake_name }}</code> · quality loss in {{ metric_label }} · budgets {{ budgets_text }}
+ · <span id="n-trials" data-n="{{ n_trials }}">{{ n_trials }} trials</span> · made {{ made }}</p>
 
-{% if random_presets %}
-<div class="warn"><b>Plumbing check, not a result.</b> Quality was measured on random-weight presets
-({{ random_presets }}) for {{ random_share }} of the trials. Their images are noise, so their quality losses
-and the bounds drawn from them say nothing about real models; they test that the pipeline runs end to end.</div>
+{% if n_random %}
+<div class="warn"><b>Rows marked <span class="tag">random weights</span> are a plumbing check, not a result.</b>
+{{ n_random }} of {{ n_trials }} trials ran on random-weight presets ({{ random_presets }}). Their images are
+noise, so their quality losses and the bounds drawn from them say nothing about real models; they test that
+the pipeline runs end to end. Rows of trained models are not affected.</div>
 {% endif %}
 
 <div class="cards">
-  <div class="card"><b>{{ n_configs }}</b><span>configs (GPU, model, scheduler, steps)</span></div>
-  <div class="card"><b>{{ n_trials }}</b><span>trials, {{ n_ok }} measured to the end</span></div>
-  <div class="card"><b>{{ best_speedup }}</b><span>best speedup within budget{% if best_where %}<br>{{ best_where }}{% endif %}</span></div>
-  <div class="card"><b>{{ n_out }}</b><span>of {{ n_groups }} config × method pairs have no point within budget</span></div>
+  <div class="card"><b>{{ n_trials }}</b><span>trials (one per key), {{ n_ok }} measured to the end</span></div>
+  <div class="card"><b>{{ best_speedup }}</b><span>best speedup within {{ primary }}{% if best_where %}<br>{{ best_where }}{% endif %}</span></div>
+  <div class="card" id="unbounded" data-n="{{ unbounded|length }}" data-of="{{ n_groups }}" data-budget="{{ primary }}">
+    <b>{{ unbounded|length }} of {{ n_groups }}</b><span>configs (GPU, model, scheduler, steps, resolution,
+    method) have no ok point within {{ primary }}</span></div>
 </div>
+{% if unbounded %}
+<details><summary>Configs with no ok point within {{ primary }}</summary>
+<ul>{% for u in unbounded %}<li>{{ u }}</li>{% endfor %}</ul></details>
+{% endif %}
 
 <h2>Maximum speedup within budget</h2>
-{% if table_rows %}
-<p class="muted">Per GPU, model, scheduler and steps, the fastest measured point whose loss is within the budget, one
-column per method combination; the best of each row is green. Below each speedup: its loss and parameter tag.</p>
-<table>
-  <tr><th>GPU</th><th>model</th><th>scheduler</th><th>steps</th>{% for c in table_cols %}<th>{{ c }}</th>{% endfor %}</tr>
-  {% for key, cells in table_rows %}
-  <tr>{% for k in key %}<td>{{ k }}</td>{% endfor %}
-    {% for cell in cells %}<td class="num{% if cell.best %} best{% endif %}">{{ cell.text }}{% if cell.note %}<small>{{ cell.note }}</small>{% endif %}</td>{% endfor %}</tr>
+<p class="muted">Per GPU, model, scheduler, steps and resolution, the fastest measured point whose loss is within
+the budget, one column per method combination; the best of each row is green, and a red cell is slower than the
+baseline (below 1×). Below each speedup: its loss and parameter tag. Budgets: {{ budgets_text }}.</p>
+{% for t in tables %}
+<h3 id="budget-{{ loop.index }}">Budget {{ t.budget }}</h3>
+{% if t.rows %}
+<table class="fit">
+  <colgroup><col style="width:6%"><col style="width:11%"><col style="width:9%"><col style="width:5%"><col style="width:7%">{% for c in t.cols %}<col>{% endfor %}</colgroup>
+  <tr><th>GPU</th><th>model</th><th>scheduler</th><th>steps</th><th>size</th>{% for c in t.cols %}<th>{{ c }}</th>{% endfor %}</tr>
+  {% for key, random, cells in t.rows %}
+  <tr>{% for k in key %}<td>{{ k }}{% if loop.index0 == 1 and random %} <span class="tag">random weights</span>{% endif %}</td>{% endfor %}
+    {% for cell in cells %}<td class="num{% if cell.best %} best{% endif %}{% if cell.slow %} slow{% endif %}">{{ cell.text }}{% if cell.note %}<small>{{ cell.note }}</small>{% endif %}</td>{% endfor %}</tr>
   {% endfor %}
 </table>
 {% else %}
 <p>No trial is within the budget.</p>
 {% endif %}
+{% endfor %}
 
 <h2>Speedup against quality loss, per config</h2>
-<p class="muted">Every measured point (faint), each method's Pareto front (line), the budget (dashed red) and the
-best point within it (star).{% if n_hidden %} {{ n_hidden }} more configs are not drawn; list them with
-<code>diffaccel query</code>.{% endif %}</p>
+<p class="muted">Every measured point (faint), each method's Pareto front (line), the budgets (dashed red) and each
+method's best point within {{ primary }} (a star in its colour).{% if n_hidden %} {{ n_hidden }} more configs are
+not drawn; list them with <code>diffaccel query</code>.{% endif %}</p>
 <div class="grid">
-{% for f in scatters %}<figure><img src="{{ f.src }}" alt="{{ f.title }}" width="704" height="484"><figcaption>{{ f.title }}</figcaption></figure>
+{% for f in scatters %}<figure><img src="{{ f.src }}" alt="{{ f.title }}" width="{{ f.width }}" height="{{ f.height }}"><figcaption>{{ f.title }}{% if f.random %} <span class="tag">random weights</span>{% endif %}</figcaption></figure>
 {% endfor %}
 </div>
 
 <h2>Each method's speedup across steps and schedulers</h2>
-<p class="muted">The maximum speedup within budget of each method combination, by number of sampling steps, one
-panel per scheduler.</p>
-<div class="grid wide">
-{% for f in step_charts %}<figure><img src="{{ f.src }}" alt="{{ f.title }}"><figcaption>{{ f.title }}</figcaption></figure>
+<p class="muted">The maximum speedup within {{ primary }} of each method combination, by number of sampling steps,
+one panel per scheduler.</p>
+<div class="grid">
+{% for f in step_charts %}<figure><img src="{{ f.src }}" alt="{{ f.title }}" width="{{ f.width }}" height="{{ f.height }}"><figcaption>{{ f.title }}</figcaption></figure>
 {% endfor %}
 </div>
 
-<h2>What the sweep did</h2>
-<p class="muted"><b>ok</b>: measured to the end · <b>stopped</b>: ended early, loss clearly over every budget ·
-<b>pruned</b>: never run, dominated by a point already over budget · <b>failed</b>: raised an error.</p>
+<h2>The sweeps</h2>
 <table>
-  <tr>{% for c in status_cols %}<th>{{ c }}</th>{% endfor %}</tr>
-  {% for row in status_rows %}<tr>{% for v in row %}<td{% if not loop.index0 < 2 %} class="num"{% endif %}>{{ v }}</td>{% endfor %}</tr>
+  <tr><th>spec</th><th>started</th><th>last trial</th><th>budgets</th>{% for s in statuses %}<th>{{ s }}</th>{% endfor %}<th>total</th></tr>
+  {% for r in sweeps %}<tr><td>{{ r.name }}<small class="muted">{{ r.id }}</small></td><td>{{ r.started }}</td><td>{{ r.finished }}</td><td>{{ r.budgets }}</td>{% for n in r.counts %}<td class="num">{{ n }}</td>{% endfor %}<td class="num">{{ r.total }}</td></tr>
   {% endfor %}
 </table>
 
+<h2>What the sweeps did</h2>
+<p class="muted"><b>ok</b>: measured to the end · <b>stopped</b>: ended early, loss clearly over every budget ·
+<b>pruned</b>: never run, dominated by a point already over budget · <b>failed</b>: raised an error (reasons below).</p>
+<table>
+  <tr><th>sweep</th><th>method</th>{% for s in statuses %}<th>{{ s }}</th>{% endfor %}<th>total</th></tr>
+  {% for row in status_rows %}<tr>{% for v in row %}<td{% if not loop.index0 < 2 %} class="num"{% endif %}>{{ v }}</td>{% endfor %}</tr>
+  {% endfor %}
+</table>
+{% if failures %}
+<h3>Why trials failed</h3>
+<table>
+  <tr><th>reason</th><th>sweep</th><th>method</th><th>trials</th><th>tags</th></tr>
+  {% for f in failures %}<tr><td><code>{{ f.reason }}</code></td><td>{{ f.sweep }}</td><td>{{ f.method }}</td><td class="num">{{ f.n }}</td><td>{{ f.tags }}</td></tr>
+  {% endfor %}
+</table>
+{% endif %}
+
 <h2>Where the numbers come from</h2>
 <table>
-  <tr><th>device</th><th>kind</th><th>host CPU</th><th>libraries</th><th>rows</th></tr>
-  {% for v in versions %}<tr><td>{{ v.device }}</td><td>{{ v.device_kind }}</td><td>{{ v.host_cpu }}</td><td>{{ v.libs }}</td><td class="num">{{ v.rows }}</td></tr>
+  <tr><th>device</th><th>kind</th><th>host CPU</th><th>libraries</th><th>trials</th><th>baselines</th></tr>
+  {% for v in versions %}<tr><td>{{ v.device }}</td><td>{{ v.device_kind }}</td><td>{{ v.host_cpu }}</td><td>{{ v.libs }}</td><td class="num">{{ v.trials }}</td><td class="num">{{ v.baselines }}</td></tr>
   {% endfor %}
 </table>
 </main>
@@ -336,16 +501,32 @@ panel per scheduler.</p>
 """
 
 
-def build_report(lake: str | Lake, out: str | Path, budget: float = DEFAULT_BUDGET,
-                 metric: str = DEFAULT_METRIC, progress=None) -> Path:
-    """Write index.html and its PNGs into `out`; returns the page's path."""
-    budget, metric = check_budget(budget), check_metric(metric)
-    lk = lake if isinstance(lake, Lake) else open_lake(str(lake))
-    say = progress or (lambda _msg: None)
+def _group_label(row) -> str:
+    return f"{config_title(row)} · {method_label(row['method'])}"
+
+
+def build_report(lake: str | LakeDB, out: str | Path, budgets: list[float] | float | None = None,
+                 metric: str | None = None, progress=None) -> Path:
+    """Write index.html and its PNGs into `out`; returns the page's path.
+
+    `budgets`: the quality budgets to show (one table each; the charts' stars use the
+    first); by default those of the specs whose sweeps wrote the trials."""
+    if isinstance(budgets, int | float):
+        budgets = [budgets]
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise LakeError(f"--out {str(out)!r} is a file: pass a folder for index.html and its images")
+    if metric is not None:
+        check_metric(metric)
+    for b in budgets or ():
+        check_budget(b)
+    lk = lake if isinstance(lake, LakeDB) else open_lake(str(lake))
+    say = progress or (lambda _msg: None)
+    trials, baselines, sweeps = lk.trials(), lk.baselines(), lk.sweeps()
+    budgets, metric = report_budgets(sweeps, trials, budgets, metric)
+    primary = budgets[0]
     out.mkdir(parents=True, exist_ok=True)
-    trials, baselines = lk.trials(), lk.baselines()
-    bounds, front = lk.bounds(budget=budget, metric=metric), lk.pareto(metric=metric)
+    bounds, front = lk.bounds(budget=primary, metric=metric), lk.pareto(metric=metric)
     loss_col = f"quality_loss_{metric}"
     ok = trials[(trials["status"] == OK) & trials["speedup"].notna() & trials[loss_col].notna()]
     ok = ok.assign(quality_loss=ok[loss_col])
@@ -362,42 +543,51 @@ def build_report(lake: str | Lake, out: str | Path, budget: float = DEFAULT_BUDG
             return df[mask]
         title = config_title(cfg)
         name = f"pareto-{i:02d}-{_slug(title)}.png"
-        pareto_chart(out / name, title, pick(ok), pick(front), pick(bounds), budget, metric)
-        scatters.append({"src": name, "title": title})
+        pts = pick(ok)
+        w, h = save_figure(pareto_figure(title, pts, pick(front), pick(bounds), budgets, metric), out / name)
+        scatters.append({"src": name, "title": title, "width": w, "height": h,
+                         "random": bool(pts["preset"].map(is_random).any())})
         say(f"chart {i + 1}/{min(len(configs), MAX_SCATTERS)}: {title}")
 
     step_charts = []
     for (dev, model), grp in bounds.groupby(["device_kind", "model"], dropna=False, sort=True):
-        title = f"{model_label(model)} on {'unknown GPU' if _na(dev) else dev}: max speedup within budget"
+        title = f"{model_label(model)} on {'unknown GPU' if _na(dev) else dev}: max speedup within {primary:g}"
         name = f"steps-{_slug(f'{model}-{dev}')}.png"
-        steps_chart(out / name, title, grp)
-        step_charts.append({"src": name, "title": title})
+        w, h = save_figure(steps_figure(title, grp), out / name)
+        step_charts.append({"src": name, "title": title, "width": w, "height": h})
 
-    table_cols, table_rows = bounds_table(bounds)
-    status = status_table(trials) if not trials.empty else pd.DataFrame(columns=["sweep_id", "method", *STATUSES])
-    presets = sorted(set(trials["preset"].dropna()) & set(RANDOM_PRESETS))
-    n_random = int(trials["preset"].isin(RANDOM_PRESETS).sum())
-    n_groups = len(ok.groupby(list(CONFIG) + ["method"], dropna=False)) if not ok.empty else 0
+    tables = []
+    for b in budgets:
+        cols, rows = bounds_table(bounds if b == primary else lk.bounds(budget=b, metric=metric))
+        tables.append({"budget": f"{b:g}", "cols": cols, "rows": rows})
+    sweep_rows = sweeps_table(sweeps, trials) if not trials.empty else []
+    labels = {r["id"]: r["label"] for r in sweep_rows}
+    random_rows = trials["preset"].map(is_random) if not trials.empty else pd.Series(dtype=bool)
+    # Counted as `diffaccel bounds` counts: configs are BOUND_GROUP over every stored trial.
+    unbounded = lk.unbounded(primary, metric)
+    n_groups = len(lk.sql("SELECT DISTINCT device_kind, model, scheduler, steps, resolution, method FROM trials"))
     best = bounds.sort_values("speedup", ascending=False).head(1)
+    best_text = "—"
+    if not best.empty:
+        su = best["speedup"].iloc[0]
+        best_text = f"{su:.2f}×" + (" (a slowdown)" if su < 1 else "")
 
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     html = env.from_string(TEMPLATE).render(
-        lake_name=lk.uri, budget=f"{budget:g}", metric_label=METRIC_LABEL[metric],
+        lake_name=lk.uri, metric_label=METRIC_LABEL[metric], primary=f"{primary:g}",
+        budgets_text=", ".join(f"{b:g}" for b in budgets),
         made=pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d %H:%M UTC"),
         n_trials=len(trials), n_ok=int((trials["status"] == OK).sum()),
-        n_configs=len(ok.groupby(list(CONFIG), dropna=False)) if not ok.empty else 0,
-        best_speedup=f"{best['speedup'].iloc[0]:.2f}×" if not best.empty else "—",
+        best_speedup=best_text,
         best_where=(f"{method_label(best['method'].iloc[0])}, {config_title(best.iloc[0])}"
                     if not best.empty else ""),
-        n_groups=n_groups, n_out=n_groups - len(bounds),
-        random_presets=", ".join(presets),
-        random_share=f"{n_random / max(len(trials), 1):.0%}",
-        table_cols=table_cols, table_rows=table_rows,
-        scatters=scatters, n_hidden=max(len(configs) - MAX_SCATTERS, 0), step_charts=step_charts,
-        status_cols=["sweep", "method", *[c for c in status.columns if c not in ("sweep_id", "method")]],
-        status_rows=[[r["sweep_id"], method_label(r["method"]), *[r[c] for c in status.columns
-                                                                  if c not in ("sweep_id", "method")]]
-                     for _, r in status.iterrows()],
+        n_groups=n_groups, unbounded=[_group_label(r) for _, r in unbounded.iterrows()],
+        n_random=int(random_rows.sum()),
+        random_presets=", ".join(sorted(set(trials.loc[random_rows, "preset"]))) if len(random_rows) else "",
+        tables=tables, scatters=scatters, n_hidden=max(len(configs) - MAX_SCATTERS, 0), step_charts=step_charts,
+        statuses=list(STATUSES), sweeps=sweep_rows,
+        status_rows=status_table(trials, labels) if not trials.empty else [],
+        failures=failure_table(trials, labels),
         versions=versions_table(trials, baselines),
     )
     page = out / "index.html"
@@ -410,14 +600,13 @@ def build_report(lake: str | Lake, out: str | Path, budget: float = DEFAULT_BUDG
 def report_cmd(
     lake: str = typer.Option(..., "--lake", help="lake folder or pyarrow.fs URI"),
     out: Path = typer.Option(..., "--out", help="folder for index.html and its images"),
-    budget: float = typer.Option(DEFAULT_BUDGET, help="largest quality loss allowed"),
-    metric: str = typer.Option(DEFAULT_METRIC, help="quality metric of the budget: ssim or clip"),
+    budget: list[float] = typer.Option(None, "--budget", help="a quality budget to show (repeat for more); "
+                                       "default: the budgets of the sweeps' specs, else 0.02"),
+    metric: str = typer.Option(None, help="quality metric of the budgets: ssim or clip (default: the specs')"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="say which chart is being drawn"),
 ) -> None:
     """Write an HTML report of the lake: Pareto charts, bounds per method, sweep outcome, versions."""
     import warnings
-
-    from codegen.lake import LakeError, LakeWarning
 
     def say(msg: str) -> None:
         typer.echo(f"[report] {msg}", err=True)
@@ -425,7 +614,8 @@ def report_cmd(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", LakeWarning)
         try:
-            page = build_report(lake, out, budget=budget, metric=metric, progress=say if verbose else None)
+            page = build_report(lake, out, budgets=budget or None, metric=metric,
+                                progress=say if verbose else None)
         except LakeError as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(2) from None

@@ -41,7 +41,7 @@ from typing import Any
 import typer
 
 from sweep.catalog import ConfigError, PipelineConfig, config_dict, trial_key
-from sweep.lake import Lake, params_json
+from sweep.lake import LakeReader, LakeWriter, lake_warnings_as_lines, params_json
 from sweep.lake_schema import FAILED, OK, PRUNED, SCREEN, STOPPED
 from sweep.pruning import Outcome, SweepState, Task
 from sweep.spec import DEFAULT_MAX_POINTS, Plan, SweepSpec, expand, load, trial_inputs
@@ -141,7 +141,7 @@ def outcome_of(row: Mapping[str, Any], metric: str) -> Outcome:
     return Outcome(row["status"], row.get(f"quality_loss_{metric}"), row.get("speedup"))
 
 
-def stored_outcomes(lake: Lake, metric: str) -> dict[str, tuple[set[str], Outcome]]:
+def stored_outcomes(lake: LakeReader, metric: str) -> dict[str, tuple[set[str], Outcome]]:
     """trial_key -> (phases stored, outcome of its screen row) for a resumed sweep."""
     cols = ["trial_key", "phase", "status", f"quality_loss_{metric}", "speedup"]
     out: dict[str, tuple[set[str], Outcome]] = {}
@@ -256,13 +256,18 @@ def run_sweep(spec: SweepSpec, lake_uri: str, *, address: str | None = None,
               max_concurrent: int | None = None, cpus_per_trial: int = 1, max_failures: int = 2,
               progress: bool = True, num_cpus: int | None = None, num_gpus: int | None = None,
               trial_extra_resources: Mapping[str, float] | None = None,
-              sweep_id: str | None = None) -> SweepSummary:
-    """Run (or resume) a sweep into `lake_uri` and return what happened."""
+              sweep_id: str | None = None, strict: bool = False) -> SweepSummary:
+    """Run (or resume) a sweep into `lake_uri` and return what happened.
+
+    `strict`: a file the lake should not hold stops the sweep instead of being skipped."""
     import uuid
 
     started = time.monotonic()
     plan = expand(spec)
-    lake = Lake(lake_uri)
+    lake = LakeWriter(lake_uri, on_bad_file="error" if strict else "warn")
+    # Read what is stored before Ray starts: an unreachable lake or (with --strict) a bad
+    # file is a one-line error up front.
+    stored = stored_outcomes(lake, spec.metric)
     try:
         lake.fs.create_dir(lake.root, recursive=True)
     except OSError as e:
@@ -290,7 +295,9 @@ def run_sweep(spec: SweepSpec, lake_uri: str, *, address: str | None = None,
                            inputs=trial_inputs(prompts=prompts, seeds=spec.seeds, measure=spec.measure,
                                                dtype=dtype, clip_model=spec.clip_model))
         state = SweepState(plan.combos, spec.budgets, spec.early_stop, ctx.key,
-                           stored=stored_outcomes(lake, spec.metric))
+                           stored=stored)
+        if state.pruned or not state.finished:  # a run that will write rows: name it for the report
+            lake.write_sweep(spec, ctx.sweep_id, device["device_kind"])
         summary = SweepSummary(ctx.sweep_id, state.total, {}, state.skipped, 0, 0, 0.0,
                                device["device_kind"], dict(resources), notes=list(plan.notes))
         summary.concurrency = concurrency
@@ -381,6 +388,8 @@ def sweep_cmd(
     quiet: bool = typer.Option(False, "--quiet", help="no progress lines"),
     max_points: int = typer.Option(DEFAULT_MAX_POINTS, "--max-points", min=1,
                                    help="refuse a spec of more points than this (counted before Ray starts)"),
+    strict: bool = typer.Option(False, "--strict", help="stop on a file the lake should not hold "
+                                "instead of skipping it with a warning"),
 ) -> None:
     """Run a sweep spec on Ray Tune into the lake (resumable: stored trials are skipped)."""
     try:
@@ -395,8 +404,9 @@ def sweep_cmd(
     if not quiet:
         typer.echo(plan.summary(), err=True)
     try:
-        result = run_sweep(spec, lake, address=address, max_concurrent=max_concurrent,
-                           cpus_per_trial=cpus_per_trial, progress=not quiet)
+        with lake_warnings_as_lines():
+            result = run_sweep(spec, lake, address=address, max_concurrent=max_concurrent,
+                               cpus_per_trial=cpus_per_trial, progress=not quiet, strict=strict)
     except ConfigError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None

@@ -18,6 +18,7 @@ SCHEMA_VERSION = 1
 
 TRIALS_DIR = "trials"
 BASELINES_DIR = "baselines"
+SWEEPS_DIR = "sweeps"  # one row per run of a spec: what the report names a sweep by
 TRIAL_PARTITIONS = ("model", "method")
 BASELINE_PARTITIONS = ("model",)
 
@@ -145,6 +146,20 @@ BASELINE_SCHEMA = _dedupe([
     *_DEVICE,
     ("created_at", pa.timestamp("us", tz="UTC")),
 ])
+
+# One row per sweep run (a rerun of one spec is a new run, with a new sweep_id). Not
+# partitioned: LAKE/sweeps/part-<time>-<uuid>.parquet.
+SWEEP_SCHEMA = _dedupe([
+    ("schema_version", pa.int32()),
+    ("sweep_id", pa.string()),
+    ("spec_name", pa.string()),
+    ("metric", pa.string()),
+    ("budgets_json", pa.string()),   # the spec's budgets, e.g. [0.02, 0.05]
+    ("spec_json", pa.string()),      # the whole spec, as `SweepSpec.to_dict`
+    ("device_kind", pa.string()),
+    ("started_at", pa.timestamp("us", tz="UTC")),
+])
+SWEEP_PARTITIONS: tuple[str, ...] = ()
 
 # Columns that are hive partitions: present in the logical schema, absent in files.
 PARAM_COLUMNS = tuple(name for name, _ in _PARAMS if name != "params_json")

@@ -19,6 +19,7 @@ from codegen.tasks import build_tasks
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "bench_scripts.py"
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_bench_scripts_times_tgate_and_deepcache_scripts_on_cpu(tmp_path):
     rows = [trial_row(steps=STEPS, resolution=64, method="tgate", speedup=1.5, loss=0.001,

@@ -12,6 +12,7 @@ from engine_helpers import STEPS, one_thread  # noqa: F401
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "bench_trial.py"
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_bench_trial_smoke(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("bench_trial", BENCH)

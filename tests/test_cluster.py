@@ -86,6 +86,7 @@ def _wait_for_nodes(address: str, n: int, proc: subprocess.Popen) -> None:
     pytest.fail(f"{n} Ray node(s) did not come up at {address}")
 
 
+@pytest.mark.slow
 def test_sweep_runs_across_two_nodes(two_nodes, tmp_path):
     address, env = two_nodes
     spec_path = write_spec(tmp_path / "spec.yaml", **ALL_READY)
@@ -104,6 +105,7 @@ def test_sweep_runs_across_two_nodes(two_nodes, tmp_path):
     assert ran_on == {"head", "worker"}, summary["nodes"]
 
 
+@pytest.mark.slow
 def test_fake_gpus_get_one_trial_each(tmp_path):
     from sweep.driver import run_sweep
 

@@ -144,6 +144,7 @@ def ran(rendered, tmp_path_factory):
     return tmp, json.loads((tmp / "results.json").read_text())
 
 
+@pytest.mark.slow
 def test_every_script_runs_on_a_saved_tiny_pipeline_with_its_methods_active(rendered, ran):
     from PIL import Image
 
@@ -166,6 +167,7 @@ def test_every_script_runs_on_a_saved_tiny_pipeline_with_its_methods_active(rend
     assert "deepcache: NOT enabled" in text and "tgate: NOT active" in text and "tome: NOT patched" in text
 
 
+@pytest.mark.slow
 def test_a_script_runs_as_it_stands(rendered, ran):
     """One script exactly as a user runs it: `python script.py ...`, in its own process."""
     tmp, _ = ran
@@ -180,6 +182,7 @@ def test_a_script_runs_as_it_stands(rendered, ran):
     assert (cwd / (script.stem + ".png")).is_file()  # the default --output
 
 
+@pytest.mark.slow
 def test_baseline_mode_runs_the_plain_pipeline(rendered, ran):
     """`--baseline` skips the acceleration: two scripts of different methods, same model and
     seed, make the same image (a T-GATE script's plain call is pipe(...), not pipe.tgate)."""

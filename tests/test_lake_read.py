@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import warnings
 
 import pandas as pd
@@ -14,7 +15,7 @@ import pytest
 from lake_rows import baseline, trial
 
 from codegen.lake import LakeError, LakeWarning, open_lake
-from sweep.lake import Lake
+from sweep.lake import LakeWriter
 from sweep.lake_schema import BOUND_GROUP, TRIAL_PARTITIONS, TRIAL_SCHEMA, file_schema
 
 
@@ -28,7 +29,7 @@ def listing(root) -> dict[str, tuple[int, int]]:
 
 
 def test_trials_dedupe_latest_wins_and_confirm_beats_screen(tmp_path):
-    lake = Lake(str(tmp_path))
+    lake = LakeWriter(str(tmp_path))
     a = trial("deepcache", {"cache_interval": 2}, speedup=1.5, minute=0)
     a_later = trial("deepcache", {"cache_interval": 2}, speedup=1.6, minute=10)
     b_confirm = trial("tgate", {"gate_step": 5}, speedup=1.2, phase="confirm", minute=0)
@@ -54,7 +55,7 @@ def test_trials_dedupe_latest_wins_and_confirm_beats_screen(tmp_path):
 
 
 def test_schema_evolution_and_empty_partition(tmp_path):
-    lake = Lake(str(tmp_path))
+    lake = LakeWriter(str(tmp_path))
     lake.write_trials([trial("deepcache", {"cache_interval": 3}, speedup=2.0)])
     # A newer tgate file with a column only T-GATE writes...
     row = trial("tgate", {"gate_step": 4}, speedup=1.4)
@@ -98,7 +99,7 @@ def test_empty_lake_and_baselines_only(tmp_path):
 
 @pytest.mark.parametrize("kind", ["corrupt", "foreign", "misplaced"])
 def test_bad_file_is_skipped_with_a_warning_and_nothing_is_written(tmp_path, kind):
-    lake = Lake(str(tmp_path))
+    lake = LakeWriter(str(tmp_path))
     lake.write_trials([trial("deepcache", {"cache_interval": 3}, speedup=2.0)])
     part = tmp_path / "trials" / "model=sd15" / "method=deepcache"
     if kind == "corrupt":
@@ -121,7 +122,7 @@ def test_bad_file_is_skipped_with_a_warning_and_nothing_is_written(tmp_path, kin
 
 
 def test_wrongly_typed_column_is_foreign(tmp_path):
-    lake = Lake(str(tmp_path))
+    lake = LakeWriter(str(tmp_path))
     lake.write_trials([trial("deepcache", {"cache_interval": 3}, speedup=2.0)])
     bad = tmp_path / "trials" / "model=sd15" / "method=deepcache" / "part-strings.parquet"
     pq.write_table(pa.table({"trial_key": ["k"], "speedup": ["fast"]}), bad)
@@ -158,7 +159,7 @@ def test_bounds_ties_nothing_in_budget_and_device_kinds(tmp_path):
         trial("tome", {"ratio": 0.5}, speedup=1.4, loss=0.01, key="k-b"),
         trial("tome", {"ratio": 0.6}, speedup=1.4, loss=0.01, key="k-a"),
     ]
-    Lake(str(tmp_path)).write_trials(rows)
+    LakeWriter(str(tmp_path)).write_trials(rows)
     lk = open_lake(str(tmp_path))
     b = lk.bounds(budget=0.02, metric="ssim").set_index(["device_kind", "method"])
     assert sorted(b.index) == [("H100", "deepcache"), ("H100", "tome"), ("H200", "deepcache")]
@@ -185,7 +186,7 @@ def test_pareto_front(tmp_path):
         trial("deepcache", {"cache_interval": 8}, speedup=9.0, loss=0.001, status="stopped"),
         trial("deepcache", {"cache_interval": 3}, speedup=2.2, loss=0.030, device_kind="H200"),
     ]
-    Lake(str(tmp_path)).write_trials(rows)
+    LakeWriter(str(tmp_path)).write_trials(rows)
     p = open_lake(str(tmp_path)).pareto()
     assert p[["device_kind", "tag", "speedup"]].values.tolist() == [
         ["H100", "DC2B0", 1.5], ["H100", "DC3B0", 2.0], ["H100", "DC6B0", 3.0], ["H200", "DC3B0", 2.2]]
@@ -224,8 +225,8 @@ def test_bounds_and_pareto_match_the_definitions(tmp_path, seed):
     # re-measurements of some keys, in a later file
     again = [dict(r, speedup=r["speedup"] + 0.5 if r["speedup"] else None, finished_at=r["finished_at"]
                   + pd.Timedelta(minutes=1)) for r in rng.sample(rows, 60)]
-    Lake(str(tmp_path)).write_trials(rows[:200])
-    Lake(str(tmp_path)).write_trials(rows[200:] + again)
+    LakeWriter(str(tmp_path)).write_trials(rows[:200])
+    LakeWriter(str(tmp_path)).write_trials(rows[200:] + again)
     lk = open_lake(str(tmp_path))
     trials = lk.trials()
     assert len(trials) == 400
@@ -247,9 +248,9 @@ def test_bounds_and_pareto_match_the_definitions(tmp_path, seed):
 def test_views_are_the_same_through_a_non_local_filesystem(tmp_path):
     rows = [trial("deepcache", {"cache_interval": i}, speedup=1 + i / 2, loss=i / 200) for i in range(1, 6)]
     rows.append(trial("deepcache", {"cache_interval": 2}, speedup=5.0, loss=0.001, phase="confirm"))
-    Lake(str(tmp_path)).write_trials(rows[:3])
-    Lake(str(tmp_path)).write_trials(rows[3:])
-    Lake(str(tmp_path)).write_baselines([baseline()])
+    LakeWriter(str(tmp_path)).write_trials(rows[:3])
+    LakeWriter(str(tmp_path)).write_trials(rows[3:])
+    LakeWriter(str(tmp_path)).write_baselines([baseline()])
     local = open_lake(str(tmp_path))
     # A SubTreeFileSystem is not a LocalFileSystem, so this goes through pyarrow.
     remote = open_lake("/", filesystem=pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem()))
@@ -260,3 +261,73 @@ def test_views_are_the_same_through_a_non_local_filesystem(tmp_path):
         a, b = getattr(local, name)(), getattr(remote, name)()
         assert len(a) > 0
         pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
+
+
+# ----------------------------------------------------------------- one reader, resume and analysts
+
+def _plant(tmp_path, kind: str):
+    """A lake with two good trials and one fault of `kind`; returns the path to name (or None)."""
+    good = [trial("deepcache", {"cache_interval": 3}, speedup=2.0), trial("tgate", {"gate_step": 4}, speedup=1.5)]
+    LakeWriter(str(tmp_path)).write_trials(good)
+    part = tmp_path / "trials" / "model=sd15" / "method=deepcache"
+    if kind == "truncated":  # a real trial file cut short, as a kill mid-copy leaves it
+        src = next(part.glob("*.parquet"))
+        bad = part / "part-truncated.parquet"
+        bad.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
+    elif kind == "foreign":
+        bad = part / "part-foreign.parquet"
+        pq.write_table(pa.table({"city": ["Oslo"], "population": [700000]}), bad)
+    elif kind == "not-parquet":
+        bad = part / "part-notes.parquet"
+        bad.write_text("trial_key,speedup\nk,9.9\n")
+    else:  # an empty partition folder: nothing to read, nothing to warn about
+        (tmp_path / "trials" / "model=sdxl" / "method=tome").mkdir(parents=True)
+        bad = None
+    return good, bad
+
+
+@pytest.mark.parametrize("kind", ["truncated", "foreign", "not-parquet", "empty-folder"])
+def test_resume_and_analysts_skip_the_same_bad_files(tmp_path, kind):
+    from sweep.driver import stored_outcomes
+
+    good, bad = _plant(tmp_path, kind)
+    before = listing(tmp_path)
+    want = {r["trial_key"] for r in good}
+    with warnings.catch_warnings(record=True) as resume_warned:
+        warnings.simplefilter("always")
+        stored = stored_outcomes(LakeWriter(str(tmp_path)), "ssim")
+    with warnings.catch_warnings(record=True) as analyst_warned:
+        warnings.simplefilter("always")
+        lk = open_lake(str(tmp_path))
+    assert set(stored) == want and set(lk.trials().trial_key) == want
+    assert stored[good[0]["trial_key"]][1].speedup == 2.0
+    named = [[str(w.message) for w in ws if issubclass(w.category, LakeWarning)]
+             for ws in (resume_warned, analyst_warned)]
+    if bad is None:
+        assert named == [[], []]
+    else:  # one warning each, naming the file; the same skip in both readers
+        assert [len(n) for n in named] == [1, 1] and all(str(bad) in n[0] for n in named)
+        for strict_read in (lambda: stored_outcomes(LakeWriter(str(tmp_path), on_bad_file="error"), "ssim"),
+                            lambda: open_lake(str(tmp_path), on_bad_file="error")):
+            with pytest.raises(LakeError, match=re.escape(str(bad))):
+                strict_read()
+    assert listing(tmp_path) == before
+
+
+def test_sweep_cli_strict_stops_before_ray_and_plain_warns_in_one_line(tmp_path):
+    """`diffaccel sweep --strict` on a lake with a truncated file: one line naming it, exit 2,
+    before Ray starts (a --dry-run spec would not read the lake, so this runs the real CLI)."""
+    import subprocess
+    import sys
+
+    from sweep_helpers import ROOT, write_spec
+
+    _good, bad = _plant(tmp_path / "lake", "truncated")
+    spec = write_spec(tmp_path / "spec.yaml")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+    res = subprocess.run([sys.executable, "-m", "sweep.cli", "sweep", str(spec), "--lake", str(tmp_path / "lake"),
+                          "--strict", "--quiet"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot read the lake: ") and str(bad) in lines[0]
+    assert "Traceback" not in res.stderr and "ray" not in res.stderr.lower()

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from codegen.lake import open_lake
 from codegen.query import write_frame
 from sweep.cli import app
-from sweep.lake import Lake
+from sweep.lake import LakeWriter
 from sweep.lake_schema import BASELINE_SCHEMA, TRIAL_SCHEMA
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "lake.md"
@@ -32,8 +32,8 @@ def lake_dir(tmp_path_factory):
     rows = demo_rows(seed=1)
     for r in rows[::3]:
         r["sweep_id"] = "second"
-    Lake(str(root / "lake")).write_trials(rows)
-    Lake(str(root / "lake")).write_baselines([baseline(device_kind="H100"), baseline(device_kind="H200")])
+    LakeWriter(str(root / "lake")).write_trials(rows)
+    LakeWriter(str(root / "lake")).write_baselines([baseline(device_kind="H100"), baseline(device_kind="H200")])
     return root
 
 
@@ -113,7 +113,7 @@ def test_query_errors(lake_dir, tmp_path):
 
 
 def test_query_bad_file_warns_or_fails_strictly(tmp_path):
-    Lake(str(tmp_path)).write_trials(demo_rows()[:5])
+    LakeWriter(str(tmp_path)).write_trials(demo_rows()[:5])
     bad = next((tmp_path / "trials").glob("*/*")) / "part-bad.parquet"
     bad.write_bytes(b"not parquet at all")
     code, out = query("--lake", str(tmp_path), "SELECT count(*) AS n FROM trials")
@@ -126,3 +126,34 @@ def test_write_frame_empty():
     buf = io.StringIO()
     write_frame(pd.DataFrame({"a": []}), "table", buf)
     assert buf.getvalue() == "(no rows; columns: a)\n"
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("sql, what", [
+    # the repro: duplicate rows written into a partition of the lake
+    ("COPY (SELECT * FROM trials_all) TO '{lake}/trials/model=sd15/method=deepcache/part-evil.parquet' "
+     "(FORMAT parquet)", "write"),
+    ("COPY (SELECT 1 AS x) TO '{tmp}/out.csv'", "write"),
+    ("EXPORT DATABASE '{lake}/dump'", "write"),
+    ("ATTACH '{lake}/evil.duckdb' AS evil", "write"),
+    ("SELECT * FROM read_csv('/etc/passwd')", "read"),
+    ("SELECT * FROM read_parquet('{lake}/trials/*/*/*.parquet')", "read"),
+    ("SET enable_external_access = true", "unlock"),
+])
+def test_query_cannot_write_or_read_outside_the_lake(lake_dir, tmp_path, sql, what):
+    lake = lake_dir / "lake"
+    before = _files(lake)
+    code, out = query("--lake", str(lake), sql.format(lake=lake, tmp=tmp_path))
+    assert code == 2, out
+    if what == "unlock":
+        assert "configuration has been locked" in out
+    else:
+        assert "query only reads the lake" in out and "redirect the output" in out
+    assert "Traceback" not in out
+    assert _files(lake) == before and not list(tmp_path.iterdir())
+    # the views still answer after the refusal
+    code, out = query("--lake", str(lake), "--format", "json", "SELECT count(*) AS n FROM trials")
+    assert code == 0 and json.loads(out)[0]["n"] > 0

@@ -20,6 +20,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_tiny_sweep_writes_expected_rows_and_a_rerun_writes_none(local_ray, tmp_path):
     spec = tiny_spec()
     lake = tmp_path / "lake"
@@ -49,6 +50,7 @@ def test_tiny_sweep_writes_expected_rows_and_a_rerun_writes_none(local_ray, tmp_
     assert sorted(p.name for p in lake.rglob("*.parquet")) == files
 
 
+@pytest.mark.slow
 def test_early_stopping_and_pruning_cut_the_work(local_ray, tmp_path):
     # A budget below what any DeepCache point reaches on the tiny model: the gentlest
     # point stops after one prompt and prunes every other point.

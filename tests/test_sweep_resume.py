@@ -77,6 +77,7 @@ def _screen_keys(lake: Path) -> collections.Counter:
     return collections.Counter(r["trial_key"] for r in trial_rows(lake) if r["phase"] == SCREEN)
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_trial_is_retried_and_the_sweep_completes(tmp_path):
     spec_path = write_spec(tmp_path / "spec.yaml", **FOUR_POINTS)
     lake = tmp_path / "lake"
@@ -96,6 +97,7 @@ def test_a_worker_killed_mid_trial_is_retried_and_the_sweep_completes(tmp_path):
     assert all(r["status"] == OK for r in rows), [(r["tag"], r["status"], r["error"]) for r in rows]
 
 
+@pytest.mark.slow
 def test_an_interrupted_sweep_resumes_with_every_key_once(tmp_path):
     spec_path = write_spec(tmp_path / "spec.yaml", **SIX_POINTS)
     lake = tmp_path / "lake"
