@@ -247,3 +247,15 @@ def background_of(image: Image.Image) -> str:
     border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
     mean = border.mean(0)
     return min(BACKGROUNDS, key=lambda b: float(((mean - np.array(BACKGROUND_RGB[b])) ** 2).sum()))
+
+
+def caption_set(seed: int, n: int) -> list[str]:
+    """The first `n` distinct captions of `sample_scene` seeded with `seed`: a prompt set
+    (`datasets/prompts/shapes.txt` is ``caption_set(2024, 40)``)."""
+    rng = np.random.default_rng(seed)
+    out: list[str] = []
+    while len(out) < n:
+        c = sample_scene(rng).caption()
+        if c not in out:
+            out.append(c)
+    return out
