@@ -109,6 +109,7 @@ def _recognised(image, caption) -> dict[str, bool]:
             "colours": set(top) == named and all(frac[c] > 0.003 for c in named)}
 
 
+@pytest.mark.slow
 def test_baseline_images_are_recognisable(pipe):
     """The generator's own knowledge as the judge: the border is the captioned background,
     and the most frequent saturated colours are the captioned ones. 16 prompts, 20 DDIM
