@@ -113,7 +113,7 @@ def _recognised(image, caption) -> dict[str, bool]:
 def test_baseline_images_are_recognisable(pipe):
     """The generator's own knowledge as the judge: the border is the captioned background,
     and the most frequent saturated colours are the captioned ones. 16 prompts, 20 DDIM
-    steps. Measured: background 16/16, colours 14/16 (see the model card)."""
+    steps. On all 40 prompts at 25 steps it measured 40/40 for both (the model card)."""
     prompts = load_prompts(SHAPES_PROMPTS, 16)
     p = pipelines.set_scheduler(pipelines.fork(pipe), "ddim")
     images = to_pil(gen(p, prompts, 20))
@@ -121,7 +121,7 @@ def test_baseline_images_are_recognisable(pipe):
     bg = sum(s["background"] for s in scores) / len(scores)
     col = sum(s["colours"] for s in scores) / len(scores)
     assert bg >= 0.9, scores
-    assert col >= 0.7, scores
+    assert col >= 0.8, scores
 
 
 def _per_image_loss(a, b) -> list[float]:
