@@ -82,6 +82,7 @@ from sweep.catalog import (
     PipelineConfig,
     canonical_combo,
     check_combo_family,
+    default_preset,
     family,
     measurement_inputs,
     scheduler,
@@ -487,7 +488,7 @@ def _parse_models(top: Mapping[str, Any], errs: _Errors) -> tuple[ModelEntry, ..
         except ConfigError as e:
             errs.add(f"{mpath}.model", str(e))
             continue
-        preset = entry.get("preset", d.preset)
+        preset = entry.get("preset", default_preset(str(entry["model"])))
         if preset not in PRESETS:
             errs.add(f"{mpath}.preset", f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
             continue

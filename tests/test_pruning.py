@@ -59,6 +59,10 @@ def test_clearly_over_needs_margin_and_evidence():
 def _state(prune=True, stored=None, speculate=True):
     data = yaml.safe_load((SWEEPS / "default.yaml").read_text())
     data["combos"] = ["deepcache"]
+    # The lattice these tests walk: 3 intervals x 2 branches at 4 steps (pinned here, not
+    # taken from the default spec, whose grid follows its model).
+    data["steps"] = [4]
+    data["methods"]["deepcache"] = {"cache_interval": [2, 3, 4], "cache_branch_id": [0, 1]}
     data["quality"]["budgets"] = [0.02, 0.05]
     spec = S.validate(data)
     rule = EarlyStop(enabled=True, prune=prune, min_prompts=1, margin=0.5, speculate=speculate)
