@@ -198,6 +198,7 @@ class Task:
             raise ConfigError(f"task_id {tid!r} is not 1-64 letters, digits, '_', '.' or '-': "
                               "regenerate it with `diffaccel tasks`")
         check_finite(data, "task")
+        json_text(data)  # text that cannot be written back (a lone surrogate) is refused here
         if data["status"] not in TASK_STATUSES:
             raise ConfigError(f"task status {data['status']!r} is unknown: use one of {', '.join(TASK_STATUSES)}")
         config = data["config"]
