@@ -288,3 +288,19 @@ def test_a_config_whose_trials_all_failed_is_recorded_with_the_reason(tmp_path):
     tasks = build_tasks(open_lake(lake).trials())
     assert [t.status for t in tasks] == ["infeasible"]
     assert tasks[0].reason.startswith("failed: 1 trial(s) raised (first error: OutOfMemoryError: CUDA out of memory)")
+
+
+def test_bounds_table_is_compact_by_default_wide_on_request_and_names_configs_without_a_point(lake):
+    result = run("bounds", "--lake", lake)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["config", "method", "speedup", "[95%", "CI]", "loss", "tag"]
+    assert max(len(line) for line in lines) <= 100
+    assert any("H100 sd15 ddim 50s 512px" in line and "2.30× [2.23–2.37]" in line and "DC3B1" in line
+               for line in lines)
+    assert "trial_key" not in result.stdout
+    assert "1 of 3 config(s) have no ok point within 0.02" in result.stderr
+    assert "  H100 sdxl ddim 25s 1024px tgate" in result.stderr  # named, not just counted
+    wide = run("bounds", "--lake", lake, "--wide")
+    header = wide.stdout.splitlines()[0].split()
+    assert header[:3] == ["device_kind", "device", "model"] and "trial_key" in header and "n_ok" in header
