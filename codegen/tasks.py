@@ -839,7 +839,7 @@ def missing_specs(spec, tasks: Iterable[Task]) -> list:
     combos, so the missing configs are grouped into as few exact products as a simple
     merge finds; grids keep the original spec's values that are valid there.
     """
-    from sweep.spec import ModelEntry
+    from sweep.spec import ModelEntry, restrict
 
     wanted: dict[tuple, set[str]] = {}
     for t in tasks:
@@ -863,10 +863,9 @@ def missing_specs(spec, tasks: Iterable[Task]) -> list:
         stage3.setdefault((tuple(sorted(ss)), ns, rs, combos), []).append(m)
     out = []
     for i, ((ss, ns, rs, combos), models) in enumerate(sorted(stage3.items(), key=lambda kv: repr(kv[0]))):
-        sub = dataclasses.replace(
+        sub = restrict(
             spec, name=f"{spec.name}-missing{'' if len(stage3) == 1 else f'-{i + 1}'}",
-            models=tuple(models), schedulers=ss, steps=ns, resolutions=rs,
-            combos=tuple(cg for cg in spec.combos if cg.combo in combos),
+            models=models, schedulers=ss, steps=ns, resolutions=rs, combos=combos,
             prompts_file=_portable_path(spec.prompts_file, spec.base_dir),
         )
         out.append(_trim_grids(sub))
