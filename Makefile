@@ -12,7 +12,7 @@ OUT    ?= out
 EXAMPLE_LAKE ?= datasets/example-lake
 READ_LAKE    ?= $(if $(wildcard $(EXAMPLE_LAKE)),$(EXAMPLE_LAKE),$(LAKE))
 
-.PHONY: install test lint sweep codegen report clean
+.PHONY: install test lint sweep build codegen report clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,15 @@ lint: install
 
 sweep: install
 	$(BIN)/diffaccel sweep $(SPEC) --lake $(LAKE)
+
+# The search loop: sweep SPEC into LAKE, then sweep what keeps its tasks from being met
+# (missing configs, unconfirmed points, refinement past the frontier), then write tasks
+# and scripts into OUT/build. ROUNDS and GPU_MINUTES bound it.
+ROUNDS      ?= 3
+GPU_MINUTES ?=
+build: install
+	$(BIN)/diffaccel build $(SPEC) --lake $(LAKE) --out $(OUT)/build --rounds $(ROUNDS) \
+		$(if $(GPU_MINUTES),--max-gpu-minutes $(GPU_MINUTES))
 
 codegen: install
 	$(BIN)/diffaccel tasks --lake $(READ_LAKE) --out $(OUT)/tasks

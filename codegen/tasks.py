@@ -787,6 +787,35 @@ def task_for_request(trials, req: texts.Request, *, policy: str = DEFAULT_POLICY
     return task
 
 
+def reanswer(trials, tasks: Sequence[Task], *, policy: str = DEFAULT_POLICY,
+             confidence: str = DEFAULT_CONFIDENCE, bands: Sequence[float] = DEFAULT_BANDS) -> list[Task]:
+    """The same requests as `tasks`, answered again from `trials` (a lake that has grown):
+    each keeps its id, and its status, reference and band follow the new lake. A task
+    with no request (a config without a bound, say) is rebuilt for its config; one whose
+    config the lake still lacks stays as it is."""
+    check_policy(policy)
+    check_confidence(confidence)
+    bands = parse_bands(bands)
+    by_setting: dict[tuple, dict[tuple, _Config]] = {}
+    out: list[Task] = []
+    verdicts: dict[tuple, tuple] = {}
+    for t in tasks:
+        configs = by_setting.get((t.budget, t.metric))
+        if configs is None:
+            configs = by_setting[(t.budget, t.metric)] = _configs_from_trials(trials, t.budget, t.metric)
+        cfg = configs.get(tuple(t.config.get(k) for k in BOUND_GROUP))
+        if cfg is None:
+            out.append(t)
+            continue
+        speedups = None if t.requested_speedup is None else [t.requested_speedup]
+        new = _tasks_for_config(cfg, (), t.budget, t.metric, policy, speedups=speedups, verdicts=verdicts,
+                                confidence=confidence, bands=bands)[0]
+        new.scale, new.difficulty = t.scale, t.difficulty or new.difficulty
+        new.task_id = t.task_id if speedups is not None else new.task_id
+        out.append(new)
+    return out
+
+
 # ----------------------------------------------------------------------- grid strategy
 
 
@@ -998,7 +1027,7 @@ def read_tasks(path: str | os.PathLike) -> Iterator[Task | BadLine]:
 
 __all__ = [
     "BANDS", "DEFAULT_BANDS", "OPEN", "SAFE_ID", "UNCONFIRMED", "band", "check_finite", "comment_line",
-    "encode_jsonl", "json_text", "parse_bands",
+    "encode_jsonl", "json_text", "parse_bands", "reanswer",
     "DEFAULT_SCALES", "FEASIBLE", "TRIAL_COLUMNS", "read_trials", "INFEASIBLE", "MISSING", "STRATEGIES", "TASK_STATUSES", "TRIVIAL",
     "BadLine", "Task", "build_tasks", "choice_of", "difficulty", "floor2",
     "grid_configs", "make_task_id", "missing_specs", "parse_scales", "point_check", "read_tasks",
