@@ -204,8 +204,10 @@ class Task:
         config = data["config"]
         if not isinstance(config, Mapping) or any(k not in config for k in BOUND_GROUP):
             raise ConfigError(f"task config must hold {', '.join(BOUND_GROUP)}, got {config!r}")
-        texts.check_request_numbers(data.get("requested_speedup"), data["budget"], config["steps"],
-                                    where=f"of task {tid}", error=ConfigError)
+        # A trivial task's request may floor to 0 (a bound of 0.01×): finite is all it needs.
+        asked = None if data["status"] == TRIVIAL else data.get("requested_speedup")
+        texts.check_request_numbers(asked, data["budget"], config["steps"], where=f"of task {tid}",
+                                    error=ConfigError)
         return cls(**{k: v for k, v in data.items() if k in names and k != "policy"},
                    policy=data.get("policy", DEFAULT_POLICY))
 

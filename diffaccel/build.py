@@ -332,6 +332,8 @@ def build(spec_path: str | Path, lake: str, out: str | Path, *, rounds: int = 3,
             if r.rows_added == 0:
                 r.stopped = "the round added no row"
                 break
+        else:
+            logs[-1].stopped = f"{rounds} round(s) done (--rounds {rounds})"
     finally:
         if owns_ray:
             import ray
