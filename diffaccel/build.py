@@ -20,7 +20,8 @@ Ray run, same lake) on specs cut down by `sweep.spec.restrict`:
     not yet measured.
 
 It stops when a round has nothing to sweep or adds no row, after `rounds` rounds, or
-once `max_gpu_minutes` of trial time is spent (checked between sweeps). Each round is
+once `max_gpu_minutes` of trial time is spent (the build's, over reruns, as build.json
+records it; checked between sweeps, and never before the first sweep, which resumes). Each round is
 logged: what it swept and why, the rows it added, the GPU-seconds, and the targets
 whose status changed. OUT then holds `tasks.jsonl` (the final lake's tasks at the
 scales), the scripts and manifest of `diffaccel codegen`, `targets.jsonl` (the

@@ -93,11 +93,13 @@ def test_a_normal_request_the_first_grid_leaves_unmet_is_met_by_refinement(tmp_p
     # Every row once; a rerun resumes: the first sweep adds nothing, and the round log goes on.
     keys = [(r["trial_key"], r["phase"]) for r in trial_rows(lake)]
     assert len(keys) == len(set(keys))
-    again = CliRunner().invoke(app, ["build", str(spec), "--lake", str(lake), "--out", str(out), "--rounds", "2",
-                                     "--quiet"])
+    # The GPU budget counts the build's device time over reruns (build.json): already spent.
+    again = CliRunner().invoke(app, ["build", str(spec), "--lake", str(lake), "--out", str(out), "--rounds", "3",
+                                     "--max-gpu-minutes", "0.01", "--quiet"])
     assert again.exit_code == 0, again.output
     rounds2 = json.loads((out / "build.json").read_text())["rounds"]
-    assert len(rounds2) > len(rounds) and rounds2[len(rounds)]["rows_added"] == 0
+    assert len(rounds2) == len(rounds) + 1 and rounds2[-1]["rows_added"] == 0
+    assert rounds2[-1]["stopped"].startswith("GPU budget spent") and "stopped: GPU budget spent" in again.stderr
     assert sorted((r["trial_key"], r["phase"]) for r in trial_rows(lake)) == sorted(keys)
 
 

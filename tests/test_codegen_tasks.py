@@ -137,6 +137,7 @@ def test_grid_strategy_marks_missing_configs_and_writes_a_spec_for_exactly_those
     # sd15 lacks only ToMe and sdxl lacks both: no single product spec is exact, so two.
     files = sorted(out.glob("missing-spec*.yaml"))
     assert [f.name for f in files] == ["missing-spec-1.yaml", "missing-spec-2.yaml"]
+    assert f"(run: diffaccel sweep {files[0]} --lake {lake})" in result.output  # a hint that runs as printed
     plans = [sweep_spec.expand(sweep_spec.load(f)) for f in files]  # each loads and validates
     covered = sorted((cp.config.model, cp.combo) for plan in plans for cp in plan.combos)
     assert covered == missing
