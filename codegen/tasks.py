@@ -789,32 +789,47 @@ def task_for_request(trials, req: texts.Request, *, policy: str = DEFAULT_POLICY
     return task
 
 
-def reanswer(trials, tasks: Sequence[Task], *, policy: str = DEFAULT_POLICY,
-             confidence: str = DEFAULT_CONFIDENCE, bands: Sequence[float] = DEFAULT_BANDS) -> list[Task]:
+def reanswer(trials, tasks: Sequence[Task], *, scales: Sequence[float] = DEFAULT_SCALES,
+             policy: str = DEFAULT_POLICY, confidence: str = DEFAULT_CONFIDENCE,
+             bands: Sequence[float] = DEFAULT_BANDS) -> list[Task]:
     """The same requests as `tasks`, answered again from `trials` (a lake that has grown):
-    each keeps its id, and its status, reference and band follow the new lake. A task
-    with no request (a config without a bound, say) is rebuilt for its config; one whose
-    config the lake still lacks stays as it is."""
+    each keeps its id, and its status, reference and band follow the new lake.
+
+    A task without a request (a missing config, or one with no point within budget)
+    becomes its config's tasks at `scales` once the lake can answer them; a missing
+    config (whose device kind or resolution the sweep had yet to resolve: None) matches
+    the lake's configs that agree on the rest. A task the lake still cannot answer stays.
+    """
     check_policy(policy)
     check_confidence(confidence)
     bands = parse_bands(bands)
+    scales = parse_scales(scales)
     by_setting: dict[tuple, dict[tuple, _Config]] = {}
     out: list[Task] = []
+    seen: set[str] = set()
     verdicts: dict[tuple, tuple] = {}
     for t in tasks:
         configs = by_setting.get((t.budget, t.metric))
         if configs is None:
             configs = by_setting[(t.budget, t.metric)] = _configs_from_trials(trials, t.budget, t.metric)
-        cfg = configs.get(tuple(t.config.get(k) for k in BOUND_GROUP))
-        if cfg is None:
-            out.append(t)
-            continue
-        speedups = None if t.requested_speedup is None else [t.requested_speedup]
-        new = _tasks_for_config(cfg, (), t.budget, t.metric, policy, speedups=speedups, verdicts=verdicts,
-                                confidence=confidence, bands=bands)[0]
-        new.scale, new.difficulty = t.scale, t.difficulty or new.difficulty
-        new.task_id = t.task_id if speedups is not None else new.task_id
-        out.append(new)
+        hits = [cfg for cfg in configs.values()
+                if all(t.config.get(k) is None or cfg.key[k] == t.config.get(k) for k in BOUND_GROUP)]
+        if t.requested_speedup is not None:
+            hits = [cfg for cfg in hits if all(cfg.key[k] == t.config.get(k) for k in BOUND_GROUP)]
+        new: list[Task] = []
+        for cfg in hits:
+            if t.requested_speedup is not None:
+                one = _tasks_for_config(cfg, (), t.budget, t.metric, policy, speedups=[t.requested_speedup],
+                                        verdicts=verdicts, confidence=confidence, bands=bands)[0]
+                one.scale, one.difficulty = t.scale, t.difficulty or one.difficulty
+                new.append(one)
+            else:
+                new += _tasks_for_config(cfg, scales, t.budget, t.metric, policy, verdicts=verdicts,
+                                         confidence=confidence, bands=bands)
+        for task in new or [t]:
+            if task.task_id not in seen:
+                seen.add(task.task_id)
+                out.append(task)
     return out
 
 

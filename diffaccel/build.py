@@ -292,8 +292,8 @@ def build(spec_path: str | Path, lake: str, out: str | Path, *, rounds: int = 3,
         first.rows_added, first.gpu_seconds = sweep(spec)
         trials = _read_trials(lake)
         if state.get("targets"):
-            targets = reanswer(trials, [Task.from_dict(t) for t in state["targets"]], policy=policy,
-                               confidence=confidence, bands=bands)
+            targets = reanswer(trials, [Task.from_dict(t) for t in state["targets"]], scales=scales,
+                               policy=policy, confidence=confidence, bands=bands)
         else:
             targets = tasks_now(trials)
         first.statuses = dict(Counter(t.status for t in targets))
@@ -321,10 +321,11 @@ def build(spec_path: str | Path, lake: str, out: str | Path, *, rounds: int = 3,
                 spent += gpu
             trials = _read_trials(lake)
             before = {t.task_id: t.status for t in targets}
-            targets = reanswer(trials, targets, policy=policy, confidence=confidence, bands=bands)
+            targets = reanswer(trials, targets, scales=scales, policy=policy, confidence=confidence, bands=bands)
+            # A target new this round (a missing config's tasks, now stated) changed from "missing".
             r.changed = [{"task_id": t.task_id, "requested_speedup": t.requested_speedup or 0.0,
-                          "from": before.get(t.task_id), "to": t.status}
-                         for t in targets if before.get(t.task_id) != t.status]
+                          "from": before.get(t.task_id, MISSING), "to": t.status}
+                         for t in targets if before.get(t.task_id, MISSING) != t.status]
             r.statuses = dict(Counter(t.status for t in targets))
             logs.append(r)
             log(r.line() + f" ({time.monotonic() - started:.0f}s)")

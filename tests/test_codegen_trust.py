@@ -281,3 +281,30 @@ def test_screen_only_points_make_a_task_unconfirmed_with_its_candidates(tmp_path
     assert not list((out / "scripts").iterdir())
     # With --confidence median the same lake answers them (the old behaviour).
     assert {t.status for t in tasks_of(lake, scales=(0.8, 1.0), confidence="median")} == {"feasible"}
+
+
+def test_reanswer_keeps_the_requests_and_follows_the_grown_lake(tmp_path):
+    from codegen.tasks import reanswer
+
+    first = [trial_row(params=dc(2), speedup=2.0, loss=0.01)]
+    lake1 = write_lake(tmp_path / "l1", first)
+    targets = tasks_of(lake1, scales=(1.0, 1.2))
+    hard = next(t for t in targets if t.scale == 1.2)
+    assert hard.status == "open" and hard.band == "normal"
+    # A missing config, as `--strategy grid` states it before any sweep: no device kind or resolution yet.
+    missing = Task(task_id="m" * 12, status="missing", config={
+        "device_kind": None, "model": "sd21", "scheduler": "ddim", "steps": 50, "resolution": None,
+        "method": "deepcache"}, budget=0.02, metric="ssim", policy="closest")
+    grown = write_lake(tmp_path / "l2", [*first, trial_row(params=dc(3), speedup=2.8, loss=0.015),
+                                         trial_row(model="sd21", params=dc(2), speedup=1.8, loss=0.01)])
+    lk = open_lake(grown)
+    trials = read_trials(lk)
+    lk.close()
+    again = reanswer(trials, [*targets, missing], scales=(1.0,))
+    by_id = {t.task_id: t for t in again}
+    now = by_id[hard.task_id]  # the same request, now met by the new point
+    assert now.requested_speedup == hard.requested_speedup and now.status == "feasible"
+    assert now.choice["params"] == dc(3) and now.scale == 1.2
+    sd21 = [t for t in again if t.config["model"] == "sd21"]
+    assert [(t.status, t.config["device_kind"], t.config["resolution"]) for t in sd21] == [("feasible", "H100", 512)]
+    assert "m" * 12 not in by_id
