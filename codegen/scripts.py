@@ -313,13 +313,15 @@ def _wrap(line: str, width: int = 100) -> list[str]:
     line = line.rstrip()
     if len(line) <= width:
         return [line]
-    out, current = [], ""
-    for word in line.split(" "):
-        if current and len(current) + 1 + len(word) > width:
+    body = line.lstrip(" ")
+    indent = line[: len(line) - len(body)]  # keep the line's own indent; continuations go two further
+    out, current = [], indent
+    for word in body.split(" "):
+        if current.strip() and len(current) + 1 + len(word) > width:
             out.append(current)
-            current = "  " + word
+            current = indent + "  " + word
         else:
-            current = f"{current} {word}" if current else word
+            current = f"{current} {word}" if current.strip() else current + word
     out.append(current)
     return [x.rstrip() for x in out]
 
