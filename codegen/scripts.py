@@ -309,21 +309,23 @@ def render(task: Task, served: list[Task] | None = None) -> Script:
 
 
 def _wrap(line: str, width: int = 100) -> list[str]:
-    """Greedy word wrap for comment lines (textwrap was a third of the render time)."""
+    """Greedy word wrap for comment lines (textwrap was a third of the render time); a
+    line keeps its own indent, its continuations go two further."""
     line = line.rstrip()
     if len(line) <= width:
         return [line]
     body = line.lstrip(" ")
-    indent = line[: len(line) - len(body)]  # keep the line's own indent; continuations go two further
-    out, current = [], indent
-    for word in body.split(" "):
-        if current.strip() and len(current) + 1 + len(word) > width:
-            out.append(current)
+    indent = line[: len(line) - len(body)]
+    words = body.split(" ")
+    out, current = [], indent + words[0]
+    for word in words[1:]:
+        if len(current) + 1 + len(word) > width:
+            out.append(current.rstrip())
             current = indent + "  " + word
         else:
-            current = f"{current} {word}" if current.strip() else current + word
-    out.append(current)
-    return [x.rstrip() for x in out]
+            current += " " + word
+    out.append(current.rstrip())
+    return out
 
 
 # ----------------------------------------------------------------------- batches
@@ -549,10 +551,8 @@ def write_batch(tasks: Iterable[Task | BadLine], out: str | os.PathLike, *,
         counts = Counter(e["status"] for e in entries)
         # Everything JSON is encoded before the swap: a value it cannot hold fails here,
         # leaving OUT as it was.
-        lines = ",\n".join("    " + json_text(e) for e in entries)
-        manifest = (f'{{\n  "counts": {json_text(dict(sorted(counts.items())))},\n'
-                    f'  "tasks": [\n{lines}\n  ]\n}}\n')
-        search_text = json_text(search, indent=2) + "\n"
+        manifest = _manifest_bytes(counts, entries)
+        search_text = _search_params_text(search)
         tasks_data = None
         if write_tasks_file:
             tasks_data = encode_jsonl(t.to_dict() for t in kept)
@@ -563,10 +563,30 @@ def write_batch(tasks: Iterable[Task | BadLine], out: str | os.PathLike, *,
         shutil.rmtree(staging, ignore_errors=True)
     if tasks_data is not None:
         _write_bytes(out / "tasks.jsonl", tasks_data)
-    # One task a line: readable, diffable, and written by json's C encoder.
-    _write_bytes(out / "manifest.json", manifest.encode("utf-8"))
+    _write_bytes(out / "manifest.json", manifest)
     _write_bytes(out / "search_params.json", search_text.encode("utf-8"))
     return BatchResult(entries, counts, out)
+
+
+def _search_params_text(search: Mapping[str, Any]) -> str:
+    """search_params.json: one entry a line (json's C encoder; `indent` would use the slow
+    Python one); ConfigError for what JSON cannot hold."""
+    if not search:
+        return "{}\n"
+    lines = ",\n".join(f"  {json_text(k)}: {json_text(v)}" for k, v in search.items())
+    return "{\n" + lines + "\n}\n"
+
+
+def _manifest_bytes(counts: Counter, entries: list[dict[str, Any]]) -> bytes:
+    """manifest.json: one task a line (readable, diffable, written by json's C encoder);
+    ConfigError for NaN/±inf or text that is not valid Unicode, checked once."""
+    try:
+        lines = ",\n".join("    " + json.dumps(e, ensure_ascii=False, allow_nan=False) for e in entries)
+        return (f'{{\n  "counts": {json.dumps(dict(sorted(counts.items())))},\n'
+                f'  "tasks": [\n{lines}\n  ]\n}}\n').encode()
+    except ValueError as e:  # UnicodeEncodeError is a ValueError too
+        raise ConfigError(f"cannot write manifest.json ({e}): only finite numbers and valid Unicode text "
+                          "are written") from None
 
 
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)

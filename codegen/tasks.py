@@ -33,6 +33,7 @@ malformed line instead of failing the batch.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import gc
@@ -197,8 +198,10 @@ class Task:
         if not isinstance(tid, str) or not SAFE_ID.fullmatch(tid):
             raise ConfigError(f"task_id {tid!r} is not 1-64 letters, digits, '_', '.' or '-': "
                               "regenerate it with `diffaccel tasks`")
-        check_finite(data, "task")
-        json_text(data)  # text that cannot be written back (a lone surrogate) is refused here
+        # NaN and ±inf never get here from a file (`read_tasks` refuses them as it parses):
+        # this catches them in a dict built in memory.
+        if not _from_file.get():
+            check_finite(data, "task")
         if data["status"] not in TASK_STATUSES:
             raise ConfigError(f"task status {data['status']!r} is unknown: use one of {', '.join(TASK_STATUSES)}")
         config = data["config"]
@@ -446,7 +449,6 @@ class _Config:
     n_trials: int
     best_loss: float | None  # lowest loss among ok rows (for the no-bound reason)
     n_ok: int = 0
-    n_ok_scored: int = 0  # ok rows with a finite speedup and a loss in the metric
     n_over: int = 0  # stopped or pruned (over every budget)
     over_loss: float | None = None  # lowest measured loss among them
     n_failed: int = 0
@@ -484,29 +486,32 @@ def _configs_from_trials(trials, budget: float, metric: str) -> dict[tuple, _Con
     for c, count in Counter(config).items():
         configs[c].n_trials = count
     # "Absent" only when something was measured: a lake of failed trials lacks every metric.
-    metric_in_lake = any(_finite(q) for q in loss) or not any(st == OK for st in status)
-    for i, (st, s, q) in enumerate(zip(status, speedup, loss, strict=True)):
-        cfg = configs[config[i]]
-        if st in (STOPPED, PRUNED):
+    # "Absent" only when something was measured: a lake of failed trials lacks every metric.
+    ok_rows = [i for i, st in enumerate(status) if st == OK]
+    metric_in_lake = any(q is not None and q == q for q in loss) or not ok_rows
+    # Stopped, pruned and failed rows only feed the no-bound reasons (few rows, as a rule).
+    for i in [i for i, st in enumerate(status) if st != OK]:
+        st, cfg = status[i], configs[config[i]]
+        if st == STOPPED or st == PRUNED:
             cfg.n_over += 1
+            q = loss[i]
             if _finite(q) and (cfg.over_loss is None or q < cfg.over_loss):
                 cfg.over_loss = float(q)
-            continue
-        if st == FAILED:
+        elif st == FAILED:
             cfg.n_failed += 1
             if cfg.first_error is None and errors[i]:
                 cfg.first_error = str(errors[i])
-            continue
-        if st != OK:
-            continue
+    inf, ninf = math.inf, -math.inf
+    for i in ok_rows:
+        cfg = configs[config[i]]
         cfg.n_ok += 1
+        s, q = speedup[i], loss[i]
         # NaN or NULL counts as missing (as in pandas); ±inf is no measurement either, and says so.
         if s is None or q is None or s != s or q != q:
             continue
-        if not _finite(s) or not _finite(q):
+        if s == inf or s == ninf or q == inf or q == ninf:
             cfg.nonfinite.append((i, f"speedup {s!r} / loss {q!r} is not a finite measurement"))
             continue
-        cfg.n_ok_scored += 1
         q = float(q)
         if cfg.best_loss is None or q < cfg.best_loss:
             cfg.best_loss = q
@@ -994,7 +999,13 @@ def json_text(value: Any, **kwargs) -> str:
 
 
 def encode_jsonl(records: Iterable[Mapping[str, Any]]) -> bytes:
-    return "".join(json_text(r) + "\n" for r in records).encode("utf-8")
+    """One JSON object a line, UTF-8; ConfigError for NaN/±inf or text that is not valid
+    Unicode (checked once, on the whole text)."""
+    try:
+        return "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in records).encode("utf-8")
+    except ValueError as e:  # UnicodeEncodeError is a ValueError too
+        raise ConfigError(f"cannot write the records as JSON lines ({e}): only finite numbers and valid "
+                          "Unicode text are written") from None
 
 
 def write_tasks(path: str | os.PathLike, tasks: Iterable[Task]) -> Path:
@@ -1003,6 +1014,17 @@ def write_tasks(path: str | os.PathLike, tasks: Iterable[Task]) -> Path:
 
 def _no_constant(name: str):
     raise ValueError(f"{name} is not a number JSON allows: only finite numbers are valid")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise ValueError(f"{text[:40]} overflows to infinity: only finite numbers are valid")
+    return value
+
+
+# Set while `read_tasks` builds a Task from a line it parsed (numbers already checked).
+_from_file: contextvars.ContextVar[bool] = contextvars.ContextVar("_from_file", default=False)
 
 
 @dataclass
@@ -1027,19 +1049,26 @@ def read_tasks(path: str | os.PathLike) -> Iterator[Task | BadLine]:
             if not line.strip():
                 continue
             try:
-                data = json.loads(line, parse_constant=_no_constant)
+                data = json.loads(line, parse_constant=_no_constant, parse_float=_finite_float)
+                if "\\u" in line:  # an escape may hold a lone surrogate, which cannot be written back
+                    json_text(data)
             except json.JSONDecodeError as e:
                 yield BadLine(n, f"not valid JSON ({e.msg} at column {e.colno})")
                 continue
-            except ValueError as e:
+            except (ValueError, ConfigError) as e:
                 yield BadLine(n, str(e))
                 continue
+            token = _from_file.set(True)
             try:
-                yield Task.from_dict(data)
+                task = Task.from_dict(data)
             except (ConfigError, TypeError) as e:
                 tid = data.get("task_id") if isinstance(data, dict) else None
                 # Only a safe id is repeated in the manifest (a lone surrogate cannot be written).
                 yield BadLine(n, str(e), tid if isinstance(tid, str) and SAFE_ID.fullmatch(tid) else None)
+                continue
+            finally:
+                _from_file.reset(token)
+            yield task
 
 
 __all__ = [
