@@ -71,6 +71,12 @@ def _config_name(row) -> str:
     return f"{row.get('device_kind') or '?'} {row['model']} {row['scheduler']} {int(row['steps'])}s {res}"
 
 
+def _config_key(row) -> tuple:
+    """A config's columns, NaN (pandas' missing value) read as None so that it equals itself."""
+    return tuple(None if isinstance(v, float) and v != v else v
+                 for v in (row.get(c) for c in ("device_kind", "model", "scheduler", "steps", "resolution", "method")))
+
+
 def _compact(df):
     import pandas as pd
 
@@ -133,11 +139,8 @@ def bounds_cmd(
     if not pareto:
         every = lk.sql("SELECT DISTINCT device_kind, model, scheduler, steps, resolution, method FROM trials "
                        "ORDER BY ALL")
-        have = {tuple(r[c] for c in ("device_kind", "model", "scheduler", "steps", "resolution", "method"))
-                for r in df.to_dict("records")}
-        none = [r for r in every.to_dict("records")
-                if tuple(r[c] for c in ("device_kind", "model", "scheduler", "steps", "resolution", "method"))
-                not in have]
+        have = {_config_key(r) for r in df.to_dict("records")}
+        none = [r for r in every.to_dict("records") if _config_key(r) not in have]
         if none:
             typer.echo(f"{len(none)} of {len(every)} config(s) have no ok point within {budget:g} ({metric}); "
                        "see --pareto for what they reach:", err=True)
