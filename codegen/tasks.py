@@ -2,9 +2,11 @@
 
 A config is a `lake_schema.BOUND_GROUP` (device kind, model, scheduler, steps,
 resolution, method combination): a speedup holds only on the hardware it was measured
-on, so every task names its device kind. The bound of a config is the highest speedup
-of a valid ``ok`` point whose quality loss is within the budget. Each scale `s` gives a
-task asking for ``floor(bound × s, 2 decimals)``: easy below 1, normal at 1, hard above.
+on, so every task names its device kind. Among the valid ``ok`` points whose quality
+loss is within the budget, `best_speedup` is the highest median speedup, and the
+`bound` is the highest 95% CI low end of a confirmed one (with confidence ``ci`` and
+such a point; else `best_speedup`). Each scale `s` gives a task asking for
+``floor(bound × s, 2 decimals)``: easy below 1, normal at 1, hard above.
 
 Each task also gets a `band`, where its request falls against the bound B: ``easy``
 below 0.8 B, ``normal`` from 0.8 B to 1.2 B, ``hard`` above 1.2 B (the edges are
