@@ -14,7 +14,7 @@ EXAMPLE_LAKE ?= datasets/example-lake
 READ_LAKE    ?= $(if $(findstring ://,$(LAKE)),$(LAKE),$(if $(wildcard $(LAKE)/trials),$(LAKE),$(EXAMPLE_LAKE)))
 SAY_LAKE      = @echo "reading the lake $(READ_LAKE)$(if $(filter $(EXAMPLE_LAKE),$(READ_LAKE)), (the shipped example: run make sweep to fill $(LAKE)),)"
 
-.PHONY: install test check lint sweep codegen report clean
+.PHONY: install test check lint sweep build codegen report clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,15 @@ lint: install
 
 sweep: install
 	$(BIN)/diffaccel sweep $(SPEC) --lake $(LAKE)
+
+# The search loop: sweep SPEC into LAKE, then sweep what keeps its tasks from being met
+# (missing configs, unconfirmed points, refinement past the frontier), then write tasks
+# and scripts into OUT/build. ROUNDS and GPU_MINUTES bound it.
+ROUNDS      ?= 3
+GPU_MINUTES ?=
+build: install
+	$(BIN)/diffaccel build $(SPEC) --lake $(LAKE) --out $(OUT)/build --rounds $(ROUNDS) \
+		$(if $(GPU_MINUTES),--max-gpu-minutes $(GPU_MINUTES))
 
 codegen: install
 	$(SAY_LAKE)

@@ -17,6 +17,13 @@ Remaining ties go to the smaller trial key, so the choice never depends on row o
 A request that no point meets is infeasible, and the best reachable speedup is
 reported with it; it is never silently downgraded to a point that falls short.
 
+Confidence (``confidence``): a speedup is a median over timed pairs, with a 95%
+interval. With ``ci`` (default) a point meets a request only when it comes from a
+``confirm`` row and its interval's low end is at or above the request, so a
+benchmark's reference is not a coin flip; with ``median`` (the old behaviour) its
+median alone must reach it. A request that only unconfident points reach is
+answered with those points as `candidates`, to be confirmed.
+
 Points that fail validation (a parameter out of range for the config, say) are never
 chosen: each one passed over is reported with its reason.
 """
@@ -29,6 +36,9 @@ from typing import NamedTuple
 
 POLICIES = ("closest", "min-loss", "max-speedup")
 DEFAULT_POLICY = "closest"
+CONFIDENCES = ("ci", "median")
+DEFAULT_CONFIDENCE = "ci"
+MAX_CANDIDATES = 5
 
 
 class Point(NamedTuple):
@@ -38,6 +48,8 @@ class Point(NamedTuple):
     loss: float
     trial_key: str
     ref: int  # index of the row the point came from
+    ci_low: float | None = None  # low end of the speedup's 95% interval
+    confirmed: bool = True  # measured in the confirm phase
 
 
 @dataclass
@@ -47,6 +59,9 @@ class Choice:
     best_speedup: float | None
     # (point, reason) for every invalid point the policy looked at and passed over.
     passed_over: list[tuple[Point, str]] = field(default_factory=list)
+    # With confidence "ci" and no confident point: the valid points whose median reaches
+    # the request (best first by the policy), to be confirmed.
+    candidates: list[Point] = field(default_factory=list)
 
     @property
     def feasible(self) -> bool:
@@ -57,6 +72,19 @@ def check_policy(policy: str) -> str:
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}: use one of {', '.join(POLICIES)}")
     return policy
+
+
+def check_confidence(confidence: str) -> str:
+    if confidence not in CONFIDENCES:
+        raise ValueError(f"unknown confidence {confidence!r}: use one of {', '.join(CONFIDENCES)}")
+    return confidence
+
+
+def confident(p: Point, requested: float, confidence: str = DEFAULT_CONFIDENCE) -> bool:
+    """Whether `p` meets `requested` under `confidence`."""
+    if p.speedup < requested:
+        return False
+    return confidence == "median" or (p.confirmed and p.ci_low is not None and p.ci_low >= requested)
 
 
 def _order(policy: str) -> Callable[[Point], tuple]:
@@ -74,14 +102,17 @@ def choose(
     invalid: Callable[[Point], str | None] = lambda p: None,
     *,
     best: bool = True,
+    confidence: str = "median",
 ) -> Choice:
     """Pick the point for a request among `points` (all already within budget).
 
     `invalid(point)` returns why a point cannot be used, or None; it is called only on
     the points the policy reaches, since validating a whole lake would be slow.
     `best=False` skips finding the best reachable speedup (when the caller knows it).
+    `confidence`: "median" (this function's default, for bounds) or "ci" (see above).
     """
     check_policy(policy)
+    check_confidence(confidence)
     passed: list[tuple[Point, str]] = []
     seen: dict[int, str | None] = {}
 
@@ -93,16 +124,25 @@ def choose(
         return seen[p.ref]
 
     chosen = None
-    for p in sorted((p for p in points if p.speedup >= requested), key=_order(policy)):
-        if why(p) is None:
+    reaching = sorted((p for p in points if p.speedup >= requested), key=_order(policy))
+    for p in reaching:
+        if confident(p, requested, confidence) and why(p) is None:
             chosen = p
             break
+    candidates: list[Point] = []
+    if chosen is None and confidence != "median":
+        for p in reaching:
+            if why(p) is None:
+                candidates.append(p)
+                if len(candidates) == MAX_CANDIDATES:
+                    break
     top = None
     for p in sorted(points, key=_order("max-speedup")) if best else ():
         if why(p) is None:
             top = p.speedup
             break
-    return Choice(chosen, top, passed)
+    return Choice(chosen, top, passed, candidates)
 
 
-__all__ = ["DEFAULT_POLICY", "POLICIES", "Choice", "Point", "check_policy", "choose"]
+__all__ = ["CONFIDENCES", "DEFAULT_CONFIDENCE", "DEFAULT_POLICY", "MAX_CANDIDATES", "POLICIES", "Choice", "Point",
+           "check_confidence", "check_policy", "choose", "confident"]

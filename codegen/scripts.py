@@ -16,9 +16,12 @@ status and reason, and the caller decides (``--strict``) whether that is an erro
 
 from __future__ import annotations
 
+import ast
+import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -33,7 +36,7 @@ import jinja2
 
 from codegen import texts
 from codegen.parallel import ordered_map, worker_count
-from codegen.tasks import FEASIBLE, BadLine, Task, write_jsonl
+from codegen.tasks import FEASIBLE, OPEN, BadLine, Task, encode_jsonl, json_text
 from sweep.catalog import (
     FAMILIES,
     SCHEDULERS,
@@ -46,6 +49,11 @@ from sweep.catalog import (
 # Manifest statuses: the task statuses, plus what codegen itself found.
 RENDERED = "rendered"
 MALFORMED = "malformed"
+# Presets whose weights are random: their speedups hold for the architecture, their losses
+# are not those of a trained model.
+RANDOM_WEIGHT_PRESETS = ("arch", "tiny")
+# What a script file name may hold.
+SAFE_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\.py")
 DTYPES = ("float16", "bfloat16", "float32")
 DEFAULT_DTYPE = "float16"
 
@@ -130,16 +138,25 @@ def imports_for(fam, sched, acc: Acceleration) -> list[str]:
         froms["DeepCache"] = {"DeepCacheSDHelper"}
     if acc.tome is not None:
         straight.add("tomesd")
-    lines = ["import argparse", ""]
+    lines = ["import argparse", "import math", "import time", ""]
     lines += [f"import {m}" for m in sorted(straight, key=str.lower)]
     for mod in sorted(froms, key=str.lower):
         lines.append(f"from {mod} import {', '.join(sorted(froms[mod], key=_isort_key))}")
     return lines
 
 
+_SAFE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+
+
+def safe_part(value: Any, default: str = "x") -> str:
+    """A file-name part of ASCII letters, digits and '-' only (no '/', newline or surrogate)."""
+    text = "".join(ch if ch in _SAFE_CHARS else "-" for ch in str(value).lower())
+    text = re.sub("-+", "-", text).strip("-")
+    return text or default
+
+
 def device_kind_slug(kind: str | None) -> str:
-    text = "".join(ch.lower() if ch.isalnum() else "-" for ch in str(kind or "any"))
-    return text.strip("-") or "any"
+    return safe_part(kind or "any", "any")
 
 
 @dataclass
@@ -147,6 +164,7 @@ class Script:
     name: str  # file name, e.g. sd15_ddim_50s_512px_DC3B0_h100.py
     source: str
     acc: Acceleration
+    model_id: str = ""
 
 
 def _int(value: Any, what: str) -> int:
@@ -155,13 +173,57 @@ def _int(value: Any, what: str) -> int:
     return int(value)
 
 
-def render(task: Task) -> Script:
-    """The script for a feasible task. Raises ConfigError naming what is wrong."""
-    if task.status != FEASIBLE or not task.choice:
+def point_of(task: Task) -> Any:
+    """The measured point a task's script is made from: a feasible task's choice, an open
+    task's best known point (its reference); None for any other task."""
+    if task.status == FEASIBLE:
+        return task.choice
+    if task.status == OPEN:
+        return task.reference
+    return None
+
+
+def model_id_of(task: Task) -> Any:
+    """The checkpoint a task's script loads: the family's hub id, the folder a `hub` preset
+    was measured from, or an explicit `model_id` in the point."""
+    ch = point_of(task) or {}
+    model_id = FAMILIES[task.config["model"]].hub_id if task.config.get("model") in FAMILIES else None
+    if isinstance(ch, Mapping):
+        if ch.get("preset") == "hub" and isinstance(ch.get("model_path"), str) and ch["model_path"]:
+            model_id = ch["model_path"]
+        if "model_id" in ch:  # an explicit override, e.g. a mirror of the checkpoint
+            model_id = ch["model_id"]
+    return model_id
+
+
+def _task_lines(t: Task, ch: Mapping[str, Any]) -> list[str]:
+    """What the header says of one task the script serves."""
+    want = t.requested_speedup
+    speedup = ch.get("speedup")
+    head = f"Task {t.task_id} ({t.status}" + (f", {t.band}" if t.band else "") + ")"
+    lines = [f"{head}: {t.text}" if t.text else head]
+    if want is None or speedup is None:
+        return lines
+    if t.status == OPEN:
+        lines.append(f"  OPEN: this point reaches {speedup:.2f}×, short of the target {want:.2f}×: the target is "
+                     "beyond every known point; this is the best known, not a solution.")
+    elif ch.get("speedup_ci_low") is not None:
+        lines.append(f"  asks at least {want:.2f}×; this point's 95% CI low end {ch['speedup_ci_low']:.2f}× "
+                     f"clears it (margin {ch['speedup_ci_low'] / want:.3f}).")
+    return lines
+
+
+def render(task: Task, served: list[Task] | None = None) -> Script:
+    """The script for a feasible task (or an open task's best known point); its header
+    describes every task in `served` (default: just `task`), all answered by this point.
+    Raises ConfigError naming what is wrong."""
+    ch = point_of(task)
+    if not ch:
         raise ConfigError(f"task {task.task_id} is {task.status}, not feasible: there is no point to render")
-    if not isinstance(task.choice, Mapping):
-        raise ConfigError(f"task {task.task_id}: choice must be an object, got {type(task.choice).__name__}")
-    c, ch = task.config, task.choice
+    if not isinstance(ch, Mapping):
+        what = "choice" if task.status == FEASIBLE else "reference"
+        raise ConfigError(f"task {task.task_id}: {what} must be an object, got {type(ch).__name__}")
+    c = task.config
     fam = family(str(c.get("model")))
     sched = scheduler(str(c.get("scheduler")))
     steps = _int(c.get("steps"), "steps")
@@ -180,21 +242,22 @@ def render(task: Task) -> Script:
     dtype = ch.get("dtype") if ch.get("dtype") in DTYPES else DEFAULT_DTYPE
     guidance = ch.get("guidance_scale")
     guidance = 7.5 if guidance is None else float(guidance)
-    model_id = fam.hub_id
-    if ch.get("preset") == "hub" and isinstance(ch.get("model_path"), str) and ch["model_path"]:
-        model_id = ch["model_path"]
-    if "model_id" in ch:  # an explicit override, e.g. a mirror of the checkpoint
-        model_id = ch["model_id"]
+    model_id = model_id_of(task)
     if not isinstance(model_id, str):
         raise ConfigError(f"model id {model_id!r} must be a string (a hub id or a local folder)")
 
-    name = f"{task.label}_{acc.tag}_{device_kind_slug(c.get('device_kind'))}.py"
+    # Every part from the catalog or a validated integer, but the device kind: made safe too.
+    name = f"{fam.name}_{sched.name}_{steps}s_{resolution}px_{acc.tag}_{device_kind_slug(c.get('device_kind'))}.py"
     methods = texts.methods_phrase(acc.combo)
     what = (f"{fam.display} with the {sched.display} scheduler, {steps} steps, {resolution}×{resolution}, "
             f"accelerated by {methods}")
     header = [what + ".", ""]
-    if task.text:
-        header += [f"Task {task.task_id}: {task.text}", ""]
+    served = served or [task]
+    if len(served) > 1:
+        header += [f"This point serves {len(served)} tasks:"]
+    for t in served:
+        header += _task_lines(t, ch)
+    header += [""]
     speedup = ch.get("speedup")
     loss = ch.get("quality_loss")
     metric = texts.METRIC_TEXT.get(task.metric, task.metric)
@@ -209,8 +272,12 @@ def render(task: Task) -> Script:
         f"  quality loss {loss:.4g} ({metric}) against a budget of {texts.format_budget(task.budget)};"
         if loss is not None else "  quality loss not recorded;",
         f"  trial key {ch.get('trial_key')}, tag {acc.tag}, preset {ch.get('preset')}.",
-        f"The speedup holds on {kind} hardware; on other hardware, measure it again.",
+        f"The speedup holds on {kind} hardware; on other hardware, measure it again (--time).",
     ]
+    if ch.get("preset") in RANDOM_WEIGHT_PRESETS:
+        header += [f"RANDOM WEIGHTS: these numbers come from preset {ch.get('preset')!r}, randomly initialised "
+                   "weights of the real architecture. The speedup is the architecture's; the quality loss "
+                   "is not that of the trained model. Measure again with trained weights."]
     lines = []
     for line in header:
         lines += _wrap(comment_text(line))
@@ -223,6 +290,7 @@ def render(task: Task) -> Script:
         "guidance_scale": guidance,
         "dtype": dtype,
         "policy": task.policy,
+        "lake_speedup": speedup if isinstance(speedup, int | float) else None,
         "deepcache": acc.deepcache and {"cache_interval": acc.deepcache.cache_interval,
                                         "cache_branch_id": acc.deepcache.cache_branch_id},
         "tgate": acc.tgate and {"gate_step": acc.tgate.gate_step, "sp_interval": acc.tgate.sp_interval,
@@ -235,34 +303,88 @@ def render(task: Task) -> Script:
         "scheduler_kwargs": [(k, v) for k, v in sched.kwargs if k.isidentifier()],
         "denoiser": "unet" if fam.has_unet else "transformer",
     }
-    return Script(name=name, source=_template().render(**ctx), acc=acc)
+    if not SAFE_FILE.fullmatch(name):  # cannot happen: every part is from the safe alphabet
+        raise ConfigError(f"script name {name!r} is not from the safe alphabet")
+    return Script(name=name, source=_template().render(**ctx), acc=acc, model_id=model_id)
 
 
 def _wrap(line: str, width: int = 100) -> list[str]:
-    """Greedy word wrap for comment lines (textwrap was a third of the render time)."""
+    """Greedy word wrap for comment lines (textwrap was a third of the render time); a
+    line keeps its own indent, its continuations go two further."""
     line = line.rstrip()
     if len(line) <= width:
         return [line]
-    out, current = [], ""
-    for word in line.split(" "):
-        if current and len(current) + 1 + len(word) > width:
-            out.append(current)
-            current = "  " + word
+    body = line.lstrip(" ")
+    indent = line[: len(line) - len(body)]
+    words = body.split(" ")
+    out, current = [], indent + words[0]
+    for word in words[1:]:
+        if len(current) + 1 + len(word) > width:
+            out.append(current.rstrip())
+            current = indent + "  " + word
         else:
-            current = f"{current} {word}" if current else word
-    out.append(current)
-    return [x.rstrip() for x in out]
+            current += " " + word
+    out.append(current.rstrip())
+    return out
 
 
 # ----------------------------------------------------------------------- batches
 
 
-def search_params_key(task: Task) -> str:
-    """The original tooling's key: str((pipe_class, scheduler_class, steps, speedup, loss, methods))."""
+def search_params_key(task: Task, model_id: str | None = None) -> str:
+    """The key of a task's entry in search_params.json: the original tool chain's tuple
+    ``(pipeline class, scheduler class, steps, speedup, loss, methods)`` plus the model id
+    the script loads, as ``str(tuple)``. Without the model id, an SD 1.5 task and a
+    fine-tune's task with the same request would share one entry."""
     fam = FAMILIES[task.config["model"]]
     sched = SCHEDULERS[task.config["scheduler"]]
+    model_id = model_id if model_id is not None else model_id_of(task)
     return str((fam.pipeline_class, sched.class_name, int(task.config["steps"]), task.requested_speedup,
-                task.budget, sorted(task.config["method"].split("+"))))
+                task.budget, sorted(task.config["method"].split("+")), model_id))
+
+
+def search_params_value(task: Task) -> dict[str, Any]:
+    """An entry of search_params.json: the parameters and what was measured with them."""
+    ch = task.choice
+    return {"params": dict(ch["params"]), "speedup": ch.get("speedup"),
+            "speedup_ci": [ch.get("speedup_ci_low"), ch.get("speedup_ci_high")],
+            "quality_loss": ch.get("quality_loss"), "metric": task.metric, "trial_key": ch.get("trial_key"),
+            "device_kind": ch.get("device_kind") or task.config.get("device_kind"), "task_id": task.task_id}
+
+
+def lookup_search_params(search: Mapping[str, Any], pipeline_class: str, scheduler_class: str, steps: int | str,
+                         speedup: float, loss: float, methods, model_id: str | None = None) -> Any:
+    """The entry of `search` (search_params.json, read as a dict) for a request, or None.
+
+    Finds entries written with this key (the model id last), and entries in the original
+    tool chain's form: no model id, and steps as a string ("50") or a number. Keys are
+    compared as tuples, so spacing and quoting do not matter.
+    """
+    methods = sorted(methods.split("+") if isinstance(methods, str) else methods)
+    wanted_steps = str(steps).strip()
+    for key, value in search.items():
+        try:
+            parts = ast.literal_eval(key)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+        if not isinstance(parts, tuple) or len(parts) not in (6, 7):
+            continue
+        p, sc, st, sp, lo, ms = parts[:6]
+        if (p, sc) != (pipeline_class, scheduler_class) or str(st).strip() != wanted_steps:
+            continue
+        try:
+            if float(sp) != float(speedup) or float(lo) != float(loss) or sorted(ms) != methods:
+                continue
+        except (TypeError, ValueError):
+            continue
+        if len(parts) == 7 and model_id is not None and parts[6] != model_id:
+            continue
+        return value
+    return None
+
+
+# Statuses whose tasks get a script: feasible (its point) and open (its best known point).
+_SCRIPTED = (FEASIBLE, OPEN)
 
 
 @dataclass
@@ -276,11 +398,10 @@ class BatchResult:
         return f"{sum(self.counts.values())} task(s): {', '.join(parts) or 'none'} -> {self.out}"
 
     def failed(self) -> bool:
-        """What --strict rejects: a malformed or missing task, or an easy/normal task the
-        lake cannot meet. A hard task beyond the lake's bound is infeasible by design."""
-        return any(e["status"] in (MALFORMED, "missing")
-                   or (e["status"] == "infeasible" and e.get("difficulty") != "hard")
-                   for e in self.entries)
+        """What --strict rejects: a task that is malformed or missing, that has no point
+        within budget at all (infeasible), or whose points are not confirmed. An open
+        task, beyond every known point, is expected."""
+        return any(e["status"] in (MALFORMED, "missing", "infeasible", "unconfirmed") for e in self.entries)
 
 
 # A batch with this many scripts to render is shared among worker processes when the
@@ -290,58 +411,74 @@ _CHUNK = 250
 _RENDER_ERRORS = (ConfigError, jinja2.TemplateError, TypeError, ValueError, KeyError)
 
 
-def _rendered(task: Task) -> tuple[str, str, str] | str:
-    """(file name, tag, source) of a task's script, or why it cannot be rendered."""
+def _rendered(group: list[Task]) -> tuple[str, str, str] | str:
+    """(file name, tag, source) of the script for tasks answered by one point, or why it
+    cannot be rendered."""
     try:
-        script = render(task)
+        script = render(group[0], group)
     except _RENDER_ERRORS as e:
         return str(e)
     return script.name, script.acc.tag, script.source
 
 
+# Every field of a point that reaches a script: tasks share a script only when all match.
+_POINT_FIELDS = ("trial_key", "method", "params", "tag", "preset", "model_path", "model_id", "dtype",
+                 "guidance_scale", "device", "device_kind", "speedup", "speedup_ci_low", "speedup_ci_high",
+                 "quality_loss", "measured_at")
+
+
 def _same_point(item: Task) -> str:
-    """Tasks answered by the same point share its script; what render checks must match too."""
-    ch = item.choice
-    if not isinstance(ch, Mapping):  # no usable choice: render says what is wrong
-        return json.dumps([item.config, ch], sort_keys=True, default=str)
-    return json.dumps([str(ch.get("trial_key")), item.config, ch.get("method"), ch.get("params"), ch.get("tag")],
-                      sort_keys=True, default=str)
+    """Tasks share a script only when the config and every field of the point that reaches
+    the script (model id included) match, and the metric and budget its loss is quoted in."""
+    ch = point_of(item)
+    if not isinstance(ch, Mapping):  # no usable point: render says what is wrong
+        return json.dumps([item.task_id, item.config, ch], sort_keys=True, default=str)
+    return json.dumps([item.config, item.metric, item.budget, item.policy, str(model_id_of(item)),
+                       [ch.get(f) for f in _POINT_FIELDS]], sort_keys=True, default=str)
+
+
+def _candidate_note(ch: Any) -> Any:
+    if not isinstance(ch, Mapping):
+        return ch
+    return {k: ch.get(k) for k in ("trial_key", "tag", "params", "speedup", "speedup_ci_low", "speedup_ci_high",
+                                    "quality_loss", "phase", "confirmed", "margin")}
 
 
 def write_batch(tasks: Iterable[Task | BadLine], out: str | os.PathLike, *,
                 write_tasks_file: bool = False, workers: int | None = 1) -> BatchResult:
-    """Render every feasible task into OUT/scripts and write OUT/manifest.json and
+    """Render one script per point that answers a feasible task (and per best known point
+    of an open task) into OUT/scripts, and write OUT/manifest.json and
     OUT/search_params.json (and OUT/tasks.jsonl when `write_tasks_file`).
 
-    Scripts are written into a fresh folder that then replaces OUT/scripts in one
-    rename, so OUT/scripts always matches one whole batch and its manifest. A script
-    whose bytes equal the file of that name in the OUT/scripts being replaced is that
-    file, hard-linked into the new folder rather than written again.
+    Scripts are written into a fresh folder; the manifest and search params are encoded
+    in full (a value JSON cannot hold is an error here, before anything changes); then
+    the folder replaces OUT/scripts in one rename and the two files follow, each atomic.
+    A script whose bytes equal the file of that name in the OUT/scripts being replaced
+    is that file, hard-linked into the new folder rather than written again.
 
     `workers`: processes to render in; None for one per available core when the batch
     has `PARALLEL_MIN_RENDERS` scripts or more (see `codegen.parallel`). The result is
     the same either way.
     """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file: pass a folder (new or existing)")
     out.mkdir(parents=True, exist_ok=True)
     items = list(tasks)
-    # Each distinct point to render once, in the order of its first task.
+    # Each distinct point to render once, in the order of its first task, with every task it serves.
     same_of: dict[int, str] = {}
-    todo: dict[str, Task] = {}
+    todo: dict[str, list[Task]] = {}
     for i, item in enumerate(items):
-        if isinstance(item, Task) and item.status == FEASIBLE:
+        # A feasible task without a usable choice goes to render too, which says what is wrong.
+        if isinstance(item, Task) and item.status in _SCRIPTED and (
+                item.status == FEASIBLE or point_of(item) is not None):
             same_of[i] = same = _same_point(item)
-            todo.setdefault(same, item)
+            todo.setdefault(same, []).append(item)
     staging = Path(tempfile.mkdtemp(prefix=".scripts-", dir=out))
     entries: list[dict[str, Any]] = []
-    encoded: list[str] = []  # each entry's manifest line, written as it is final (the workers render meanwhile)
-
-    def add(entry: dict[str, Any]) -> None:
-        entries.append(entry)
-        encoded.append("    " + json.dumps(entry, ensure_ascii=False))
 
     search: dict[str, dict[str, Any]] = {}
-    names: dict[str, str] = {}  # file name -> trial key it was rendered for
+    names: dict[str, str] = {}  # file name -> the point it was rendered for
     by_key: dict[str, tuple[str, str] | str] = {}  # rendered point -> (file name, tag), or why not
     kept: list[Task] = []
     files = _Files(staging, out / "scripts")
@@ -354,17 +491,20 @@ def write_batch(tasks: Iterable[Task | BadLine], out: str | os.PathLike, *,
         results = ordered_map(_rendered, list(todo.values()), _CHUNK, workers=n if n > 1 else 0)
         for i, item in enumerate(items):
             if isinstance(item, BadLine):
-                add({"task_id": item.task_id, "line": item.line, "status": MALFORMED, "reason": item.reason})
+                entries.append({"task_id": item.task_id, "line": item.line, "status": MALFORMED,
+                                "reason": item.reason})
                 continue
             kept.append(item)
             entry: dict[str, Any] = {"task_id": item.task_id, "status": item.status,
-                                     "difficulty": item.difficulty, "config": item.config,
+                                     "difficulty": item.difficulty, "band": item.band, "config": item.config,
                                      "requested_speedup": item.requested_speedup}
             if item.skipped_points:
                 entry["skipped_points"] = item.skipped_points
-            if item.status != FEASIBLE:
+            if item.candidates:
+                entry["candidates"] = [_candidate_note(c) for c in item.candidates]
+            if i not in same_of:
                 entry["reason"] = item.reason
-                add(entry)
+                entries.append(entry)
                 continue
             same = same_of[i]
             if same not in by_key:
@@ -373,40 +513,80 @@ def write_batch(tasks: Iterable[Task | BadLine], out: str | os.PathLike, *,
                     by_key[same] = result
                 else:
                     name, tag, source = result
-                    key = str((item.choice or {}).get("trial_key"))
-                    if names.get(name, key) != key:  # same tag and config, another measurement
-                        name = f"{name[:-3]}_{key[:8]}.py"
-                    if name not in names:
-                        files.put(name, source)
-                        names[name] = key
+                    if name in names:  # same tag and config, another point: another measurement or model
+                        stem = name[:-3]
+                        name = f"{stem}_{safe_part(point_of(item).get('trial_key'))[:8]}.py"
+                        if name in names:  # the same measurement for another model id, say
+                            name = f"{stem}_{hashlib.sha256(same.encode()).hexdigest()[:8]}.py"
+                    files.put(name, source)
+                    names[name] = same
                     by_key[same] = (name, tag)
             done = by_key[same]
             if isinstance(done, str):  # could not be rendered
                 entry.update(status=MALFORMED, reason=done)
-                add(entry)
+                entries.append(entry)
                 continue
             name, tag = done
-            # First task wins: the key has no device kind or resolution, so tasks on
-            # several GPU kinds can share one.
-            search.setdefault(search_params_key(item), dict(item.choice["params"]))
-            entry.update(status=RENDERED, script=f"scripts/{name}", tag=tag,
-                         speedup=item.choice.get("speedup"), quality_loss=item.choice.get("quality_loss"))
-            add(entry)
+            ch = point_of(item)
+            entry.update(script=f"scripts/{name}", tag=tag, speedup=ch.get("speedup"),
+                         speedup_ci=[ch.get("speedup_ci_low"), ch.get("speedup_ci_high")],
+                         quality_loss=ch.get("quality_loss"))
+            if item.status == OPEN:
+                entry["reason"] = item.reason
+            else:
+                entry["status"] = RENDERED
+                if ch.get("margin") is not None:
+                    entry["margin"] = ch["margin"]
+                key = search_params_key(item)
+                value = search_params_value(item)
+                held = search.setdefault(key, value)
+                if held is not value and {**held, "task_id": None} != {**value, "task_id": None}:
+                    # Same request and model on another device kind: the first keeps the key; say so.
+                    entry["search_params_note"] = (f"search_params key already holds task {held['task_id']} "
+                                                   f"({held['device_kind']}): this task's entry is in the manifest")
+                    entry["search_params"] = value
+                entry["search_params_key"] = key
+            entries.append(entry)
         results.close()  # shut the workers down now, before the swap
+        counts = Counter(e["status"] for e in entries)
+        # Everything JSON is encoded before the swap: a value it cannot hold fails here,
+        # leaving OUT as it was.
+        manifest = _manifest_bytes(counts, entries)
+        search_text = _search_params_text(search)
+        tasks_data = None
+        if write_tasks_file:
+            tasks_data = encode_jsonl(t.to_dict() for t in kept)
         _swap_folder(staging, out / "scripts")
     finally:
         if results is not None:
             results.close()
         shutil.rmtree(staging, ignore_errors=True)
-    counts = Counter(e["status"] for e in entries)
-    if write_tasks_file:
-        write_jsonl(out / "tasks.jsonl", (t.to_dict() for t in kept))
-    # One task a line: readable, diffable, and written by json's C encoder.
-    lines = ",\n".join(encoded)
-    _write_text(out / "manifest.json", f'{{\n  "counts": {json.dumps(dict(sorted(counts.items())))},\n'
-                f'  "tasks": [\n{lines}\n  ]\n}}\n')
-    _write_text(out / "search_params.json", json.dumps(search, indent=2) + "\n")
+    if tasks_data is not None:
+        _write_bytes(out / "tasks.jsonl", tasks_data)
+    _write_bytes(out / "manifest.json", manifest)
+    _write_bytes(out / "search_params.json", search_text.encode("utf-8"))
     return BatchResult(entries, counts, out)
+
+
+def _search_params_text(search: Mapping[str, Any]) -> str:
+    """search_params.json: one entry a line (json's C encoder; `indent` would use the slow
+    Python one); ConfigError for what JSON cannot hold."""
+    if not search:
+        return "{}\n"
+    lines = ",\n".join(f"  {json_text(k)}: {json_text(v)}" for k, v in search.items())
+    return "{\n" + lines + "\n}\n"
+
+
+def _manifest_bytes(counts: Counter, entries: list[dict[str, Any]]) -> bytes:
+    """manifest.json: one task a line (readable, diffable, written by json's C encoder);
+    ConfigError for NaN/±inf or text that is not valid Unicode, checked once."""
+    try:
+        lines = ",\n".join("    " + json.dumps(e, ensure_ascii=False, allow_nan=False) for e in entries)
+        return (f'{{\n  "counts": {json.dumps(dict(sorted(counts.items())))},\n'
+                f'  "tasks": [\n{lines}\n  ]\n}}\n').encode()
+    except ValueError as e:  # UnicodeEncodeError is a ValueError too
+        raise ConfigError(f"cannot write manifest.json ({e}): only finite numbers and valid Unicode text "
+                          "are written") from None
 
 
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
@@ -464,11 +644,17 @@ def _swap_folder(new: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _write_text(path: Path, text: str) -> None:
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Atomic; a failed write leaves no temporary file behind."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
-__all__ = ["MALFORMED", "RENDERED", "BatchResult", "Script", "comment_text", "environment", "imports_for",
-           "py_literal", "render", "search_params_key", "write_batch"]
+__all__ = ["MALFORMED", "RANDOM_WEIGHT_PRESETS", "RENDERED", "BatchResult", "Script", "comment_text", "environment",
+           "imports_for", "lookup_search_params", "model_id_of", "point_of", "py_literal", "render", "safe_part",
+           "search_params_key", "search_params_value", "write_batch"]

@@ -12,6 +12,7 @@ ambiguous it says which part and what it expected.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass
 
@@ -39,6 +40,34 @@ class Request:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# Numbers a task may hold. A speedup beyond MAX_SPEEDUP or a step count beyond
+# MAX_STEPS is a typo or an overflow (401 digits read as inf), never a request.
+MAX_SPEEDUP = 1000.0
+MAX_STEPS = 10_000
+
+
+def check_request_numbers(speedup, budget, steps, *, where: str = "", error: type[Exception] = None) -> None:
+    """Refuse a non-finite or absurd speedup, budget or step count, naming it and the range."""
+    error = error or TextError
+    at = f" {where}" if where else ""
+    if speedup is not None:
+        if not _finite_number(speedup) or not 0 < speedup <= MAX_SPEEDUP:
+            raise error(f"the speedup {speedup!r}{at} is out of range: ask for a finite speedup "
+                        f"in (0, {MAX_SPEEDUP:g}]×, e.g. 2.30×")
+    if budget is not None:
+        if not _finite_number(budget) or not 0 <= budget <= 1:
+            raise error(f"the quality budget {budget!r}{at} is out of range: use a finite loss in [0, 1], "
+                        f"e.g. 0.02")
+    if steps is not None:
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+            raise error(f"the step count {steps!r}{at} is out of range: use a whole number in "
+                        f"[1, {MAX_STEPS}], e.g. 50 steps")
+
+
+def _finite_number(x) -> bool:
+    return not isinstance(x, bool) and isinstance(x, int | float) and math.isfinite(x)
 
 
 # How a metric is named in a text (and read back).
@@ -136,16 +165,20 @@ for _name, _s in SCHEDULERS.items():
         _SCHED_ALIASES[_alias.lower()] = _name
 _SCHED_ALIASES.update({"plms": "pndm", "dpm++": "dpmpp", "dpm-solver": "dpmpp", "euler discrete": "euler"})
 
+# The libraries' own names and common spellings. Methods are found wherever the text
+# names them, so any joiner works ("+", "and", ",", "with", "combined with") and their
+# order does not matter: a combination is the set of methods named.
 _METHOD_ALIASES = {
-    "deepcache": "deepcache", "deep cache": "deepcache",
-    "t-gate": "tgate", "tgate": "tgate",
-    "tome": "tome", "token merging": "tome",
+    "deepcache": "deepcache", "deep cache": "deepcache", "deep-cache": "deepcache",
+    "t-gate": "tgate", "tgate": "tgate", "t gate": "tgate",
+    "tome": "tome", "tomesd": "tome", "token merging": "tome",
 }
 
-_WORD_L, _WORD_R = r"(?<![\w-])", r"(?![\w+-])"
+_WORD_L = r"(?<![\w-])"
 _MODEL_RE = re.compile(_WORD_L + "(" + _alias_pattern(list(_MODEL_ALIASES)) + ")" + r"(?![\w+])", re.I)
 _SCHED_RE = re.compile(_WORD_L + "(" + _alias_pattern(list(_SCHED_ALIASES)) + ")" + r"(?![\w])", re.I)
-_METHOD_RE = re.compile(_WORD_L + "(" + _alias_pattern(list(_METHOD_ALIASES)) + ")" + _WORD_R, re.I)
+# "+" may touch a method name on either side ("DeepCache+T-GATE", "ToMe+DeepCache").
+_METHOD_RE = re.compile(r"(?<![\w-])(" + _alias_pattern(list(_METHOD_ALIASES)) + r")(?![\w-])", re.I)
 _STEPS_RE = re.compile(r"(?<![\w.])(\d+)\s+(?:inference\s+|sampling\s+|denoising\s+)?steps\b", re.I)
 _RES_RE = re.compile(r"(?<![\w.])(\d+)\s*[×x]\s*(\d+)(?![\w.])|(?<![\w.])(\d+)\s*px\b", re.I)
 _SPEEDUP_RE = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*[×x](?!\s*\d)", re.I)
@@ -202,14 +235,11 @@ def parse(text: str) -> Request:
     device_kind = _one("hardware", devices, text, "e.g. 'on an H100'", required=False)
 
     speedup_v, budget_v = float(speedup), float(budget)
-    if speedup_v <= 0:
-        raise TextError(f"the speedup {speedup}× in {text!r} must be positive")
-    if not 0 <= budget_v <= 1:
-        raise TextError(f"the quality budget {budget} in {text!r} must be in [0, 1]")
+    check_request_numbers(speedup_v, budget_v, int(steps), where=f"in {text!r}", error=TextError)
     return Request(model=model, scheduler=sched, steps=int(steps), method=method, speedup=speedup_v,
                    budget=budget_v, metric=metric, device_kind=device_kind,
                    resolution=int(resolution) if resolution is not None else None)
 
 
-__all__ = ["METRIC_TEXT", "PHRASINGS", "Request", "TextError", "describe", "device_phrase",
+__all__ = ["MAX_SPEEDUP", "MAX_STEPS", "check_request_numbers", "METRIC_TEXT", "PHRASINGS", "Request", "TextError", "describe", "device_phrase",
            "format_budget", "format_speedup", "methods_phrase", "parse", "phrasing_index"]

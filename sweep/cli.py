@@ -31,6 +31,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "bounds": ("codegen.commands", "bounds_cmd"),
     "tasks": ("codegen.commands", "tasks_cmd"),
     "codegen": ("codegen.commands", "codegen_cmd"),
+    "build": ("diffaccel.build", "build_cmd"),
 }
 
 

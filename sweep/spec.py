@@ -922,3 +922,62 @@ def expand(spec: SweepSpec) -> Plan:
             unusable.append(SpecError(path, f"and {len(whys) - len(shown):,} more value(s) no config can use: "
                                       "narrow the range"))
     return Plan(spec, plans, notes, unusable)
+
+
+# ----------------------------------------------------------------------- restriction
+
+
+def restrict(spec: SweepSpec, *, config: Mapping[str, Any] | None = None,
+             models: Any = None, schedulers: Any = None, steps: Any = None, resolutions: Any = None,
+             combos: Any = None, points: Any = None, name: str | None = None,
+             prompts_file: str | None = None) -> SweepSpec:
+    """A spec that sweeps part of `spec`, with everything else (prompts, budgets,
+    measurement, early stopping) unchanged, so its rows land in a lake as the spec's own.
+
+    `config`: a mapping with model, scheduler, steps and resolution (optionally preset
+    and model_path; by default the spec's entry for that model): just that config.
+    `models` (ModelEntry values or model names of the spec), `schedulers`, `steps`,
+    `resolutions`: the axes to keep; `combos`: the combination names to keep, with
+    their grids. `points`: (combo, {param: value}) pairs, each its own one-point grid,
+    so the sweep measures exactly those (and, as for every grid, confirms the fastest
+    one within budget). `prompts_file`: where the prompts are, for a spec written to
+    another folder. Used by `codegen.tasks.missing_specs` and `diffaccel build`.
+    """
+    import dataclasses
+
+    changes: dict[str, Any] = {}
+    if config is not None:
+        entry = next((m for m in spec.models if m.model == config["model"]), None)
+        if entry is None or config.get("preset"):
+            entry = ModelEntry(config["model"], config.get("preset") or (entry.preset if entry else "arch"),
+                               config.get("model_path", entry.model_path if entry else None))
+        models, schedulers, steps = (entry,), (config["scheduler"],), (int(config["steps"]),)
+        resolutions = (config.get("resolution"),)
+    if models is not None:
+        changes["models"] = tuple(m if isinstance(m, ModelEntry) else
+                                  next(e for e in spec.models if e.model == m) for m in models)
+    for key, values in (("schedulers", schedulers), ("steps", steps), ("resolutions", resolutions)):
+        if values is not None:
+            changes[key] = tuple(values)
+    if combos is not None:
+        keep = {canonical_combo(c) for c in combos}
+        changes["combos"] = tuple(cg for cg in spec.combos if cg.combo in keep)
+    if points is not None:
+        grids = []
+        for combo, params in points:
+            combo = canonical_combo(combo)
+            grid = {p: [v] for p, v in params.items()}
+            missing = [p for m in combo.split("+") for p in PARAMS[m] if p not in grid]
+            if missing:
+                raise ConfigError(f"point {dict(params)} of {combo} lacks {', '.join(missing)}: give every "
+                                  "parameter of the combination")
+            grids.append(ComboGrid(combo, grid))
+        changes["combos"] = tuple(grids)
+        changes["methods"] = {m: {p: sorted({v for cg in grids if p in cg.grid for v in cg.grid[p]}, key=repr)
+                                  for p in PARAMS[m]}
+                              for m in {m for cg in grids for m in cg.combo.split("+")}}
+    if name is not None:
+        changes["name"] = name
+    if prompts_file is not None:
+        changes["prompts_file"] = prompts_file
+    return dataclasses.replace(spec, **changes)

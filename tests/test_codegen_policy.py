@@ -53,3 +53,20 @@ def test_invalid_points_are_passed_over_with_their_reason():
 def test_unknown_policy_is_refused():
     with pytest.raises(ValueError, match="use one of closest, min-loss, max-speedup"):
         choose(EIGHT, 8.0, "first")
+
+
+def test_ci_confidence_needs_a_confirm_row_whose_interval_clears_the_request():
+    # A: screen-only, wide CI (the DC5B2: 2.15× median, CI 1.48–2.88).
+    # B: confirmed but its CI straddles 2.0×. C: confirmed, CI low 2.05 ≥ 2.0.
+    points = [Point(2.15, 0.010, "a", 0, ci_low=1.48, confirmed=False),
+              Point(2.10, 0.012, "b", 1, ci_low=1.95, confirmed=True),
+              Point(2.40, 0.015, "c", 2, ci_low=2.05, confirmed=True)]
+    assert choose(points, 2.0, "closest").point.trial_key == "b"  # median: the old behaviour
+    pick = choose(points, 2.0, "closest", confidence="ci")
+    assert pick.point.trial_key == "c"
+    # Without C, nothing is confident: the points that reach 2.0× by their median are candidates.
+    pick = choose(points[:2], 2.0, "closest", confidence="ci")
+    assert pick.point is None and [p.trial_key for p in pick.candidates] == ["b", "a"]
+    assert choose(points, 2.0, "closest", confidence="median").candidates == []
+    with pytest.raises(ValueError, match="unknown confidence"):
+        choose(points, 2.0, "closest", confidence="p90")

@@ -203,3 +203,43 @@ def test_baseline_mode_runs_the_plain_pipeline(rendered, ran):
         with Image.open(out) as img:
             images.append(np.array(img))
     assert images[0].shape == (RES, RES, 3) and np.array_equal(images[0], images[1])
+
+
+def test_time_measures_interleaved_pairs_and_prints_the_speedup_with_its_interval(rendered, ran):
+    """`--time` on a tiny pipeline: it runs standalone (no import of diffaccel: PYTHONPATH
+    is not set), and prints a speedup inside its own 95% interval."""
+    import re
+
+    tmp, _ = ran
+    script = rendered[("sd15", "deepcache")]
+    assert "import codegen" not in script.read_text() and "import sweep" not in script.read_text()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, str(script), "--model", str(tmp / "models" / "sd15"), "--device", "cpu",
+                           "--steps", "2", "--resolution", "64", "--time", "--pairs", "3"],
+                          cwd=tmp, capture_output=True, text=True, env={**env, **RUN_ENV}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = re.search(r"speedup (\d+\.\d+)× \(95% CI (\d+\.\d+)–(\d+\.\d+)\) over 3 pairs on cpu; "
+                  r"diffaccel measured 1\.80×", proc.stdout)
+    assert m, proc.stdout
+    speedup, low, high = map(float, m.groups())
+    assert 0 < low <= speedup <= high
+    bad = subprocess.run([sys.executable, str(script), "--time", "--pairs", "1"], cwd=tmp,
+                         capture_output=True, text=True, env={**env, **RUN_ENV}, timeout=300)
+    assert bad.returncode == 2 and "at least 2 pairs" in bad.stderr
+
+
+def test_a_shared_script_lists_every_task_and_random_weights_say_so(tmp_path):
+    first, second = task_for("sd15", "deepcache"), task_for("sd15", "deepcache")
+    second.task_id, second.requested_speedup, second.text = "0000000000ff", 1.6, "another task text"
+    mirror = task_for("sd15", "deepcache", model_id="someone/sd15-mirror")  # same point, other checkpoint
+    mirror.task_id = "0000000000aa"
+    result = write_batch([first, second, mirror], tmp_path)
+    scripts = {e["task_id"]: e["script"] for e in result.entries}
+    assert scripts[first.task_id] == scripts[second.task_id] != scripts[mirror.task_id]
+    header = (tmp_path / scripts[first.task_id]).read_text().split("import argparse")[0]
+    assert "This point serves 2 tasks:" in header
+    assert f"Task {first.task_id} (feasible" in header and f"Task {second.task_id} (feasible" in header
+    assert "asks at least 1.75×" in header and "asks at least 1.60×" in header
+    assert "RANDOM WEIGHTS" in header and "'arch'" in header
+    trained = task_for("sd15", "deepcache", preset="hub", model_path="/models/sd15")
+    assert "RANDOM WEIGHTS" not in render(trained).source and '"/models/sd15"' in render(trained).source

@@ -73,3 +73,64 @@ def test_a_hand_written_text_without_hardware_or_metric_reads_with_those_left_op
 def test_bad_text_names_the_part_it_could_not_read(text, part):
     with pytest.raises(TextError, match=part):
         parse(text)
+
+
+# Every combination, written with the libraries' own names and each joiner, in any order.
+SPELLINGS = {"deepcache": ["DeepCache", "deepcache", "Deep Cache"],
+             "tgate": ["T-GATE", "TGATE", "tgate", "T-Gate"],
+             "tome": ["ToMe", "tomesd", "Token Merging"]}
+JOINERS = ["+", " + ", " and ", ", ", " with ", " combined with "]
+
+
+def _combo_texts(combo):
+    methods = combo.split("+")
+    out = []
+    for k, order in enumerate(itertools.permutations(methods)):
+        for j, joiner in enumerate(JOINERS):
+            names = [SPELLINGS[m][(j + k + i) % len(SPELLINGS[m])] for i, m in enumerate(order)]
+            out.append(joiner.join(names))
+    return out
+
+
+@pytest.mark.parametrize("combo", COMBOS)
+def test_every_combination_parses_in_any_order_spelling_and_joiner(combo):
+    assert len(COMBOS) == 7
+    texts = _combo_texts(combo)
+    assert len(texts) >= len(JOINERS)
+    for methods in texts:
+        text = (f"Accelerate Stable Diffusion 1.5 (DDIM scheduler, 50 steps) with {methods} so that it is "
+                f"at least 1.5× faster, with a quality loss no greater than 0.02.")
+        assert parse(text).method == combo, text
+
+
+def test_the_issue_examples_keep_every_method():
+    base = ("Make SDXL with the Euler scheduler and 30 steps at least 1.5× faster using {}, quality loss at "
+            "most 0.02.")
+    for methods, combo in [("DeepCache+T-GATE+ToMe", "deepcache+tgate+tome"), ("ToMe+DeepCache", "deepcache+tome"),
+                           ("deepcache+tgate", "deepcache+tgate"), ("TGATE with tomesd", "tgate+tome")]:
+        assert parse(base.format(methods)).method == combo
+
+
+@pytest.mark.parametrize("combo", COMBOS)
+@pytest.mark.parametrize("phrasing", range(len(PHRASINGS)))
+def test_describe_then_parse_round_trips_for_every_combination(combo, phrasing):
+    model = next(m for m in FAMILIES if MATRIX[combo][m])
+    req = Request(model, "ddim", 50, combo, 2.3, 0.02, "ssim", "H100", 512)
+    task_id = next(f"{i:08x}0000" for i in itertools.count() if phrasing_index(f"{i:08x}0000") == phrasing)
+    assert parse(describe(req, task_id)) == req
+
+
+@pytest.mark.parametrize("numbers, part", [
+    (("1" * 401, "0.02", "50"), "the speedup"),
+    (("5000", "0.02", "50"), "the speedup"),
+    (("0", "0.02", "50"), "the speedup"),
+    (("2", "3", "50"), "the quality budget"),
+    (("2", "0.02", "0"), "the step count"),
+    (("2", "0.02", "9" * 30), "the step count"),
+])
+def test_numbers_out_of_range_are_refused(numbers, part):
+    speedup, budget, steps = numbers
+    text = (f"Make Stable Diffusion 1.5 with the DDIM scheduler and {steps} steps at least {speedup}× faster with "
+            f"DeepCache, quality loss no greater than {budget}.")
+    with pytest.raises(TextError, match=part + r" .* is out of range"):
+        parse(text)
