@@ -80,16 +80,22 @@ class Lake:
 
     # ------------------------------------------------------------------ writing
     def _write(self, rows: Iterable[Mapping[str, Any]], subdir: str, schema: pa.Schema,
-               partitions: tuple[str, ...]) -> list[str]:
+               partitions: tuple[str, ...], batch: str | None = None) -> list[str]:
+        """Write `rows` as one file per partition, named after `batch`.
+
+        The names depend on `batch` only, so writing a batch again (a spooled batch
+        landed after a failure, or after a crash between landing and forgetting it)
+        replaces its files instead of duplicating its rows.
+        """
         groups: dict[str, list[Mapping[str, Any]]] = {}
         for row in rows:
             groups.setdefault(_partition_path(row, partitions), []).append(row)
         written = []
         fschema = file_schema(schema, partitions)
+        name = f"part-{batch or new_batch_id()}.parquet"
         for part, group in groups.items():
             folder = f"{self.root}/{subdir}/{part}"
             self.fs.create_dir(folder, recursive=True)
-            name = f"part-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}.parquet"
             table = _table(group, fschema)
             final = f"{folder}/{name}"
             if isinstance(self.fs, pafs.LocalFileSystem):
@@ -101,11 +107,34 @@ class Lake:
             written.append(final)
         return written
 
-    def write_trials(self, rows: Iterable[Mapping[str, Any]]) -> list[str]:
-        return self._write(rows, TRIALS_DIR, TRIAL_SCHEMA, TRIAL_PARTITIONS)
+    def write_trials(self, rows: Iterable[Mapping[str, Any]], batch: str | None = None) -> list[str]:
+        return self._write(rows, TRIALS_DIR, TRIAL_SCHEMA, TRIAL_PARTITIONS, batch)
 
-    def write_baselines(self, rows: Iterable[Mapping[str, Any]]) -> list[str]:
-        return self._write(rows, BASELINES_DIR, BASELINE_SCHEMA, BASELINE_PARTITIONS)
+    def write_baselines(self, rows: Iterable[Mapping[str, Any]], batch: str | None = None) -> list[str]:
+        return self._write(rows, BASELINES_DIR, BASELINE_SCHEMA, BASELINE_PARTITIONS, batch)
+
+    def check_writable(self) -> None:
+        """Write and delete a small probe object in the lake and in each of its existing
+        table folders; raise `OSError` naming the place and the cause where that fails.
+
+        Run before Ray starts, so a lake that cannot take rows costs no GPU time.
+        """
+        places = [self.root]
+        for subdir in (TRIALS_DIR, BASELINES_DIR):
+            path = f"{self.root}/{subdir}"
+            kind = self.fs.get_file_info(path).type
+            if kind == pafs.FileType.Directory:
+                places.append(path)
+            elif kind != pafs.FileType.NotFound:
+                raise OSError(f"{path} is a file, not a folder")
+        for place in places:
+            probe = f"{place}/.write-probe-{uuid.uuid4().hex[:12]}"
+            try:
+                with self.fs.open_output_stream(probe) as out:
+                    out.write(b"diffaccel write probe\n")
+                self.fs.delete_file(probe)
+            except OSError as e:
+                raise OSError(f"cannot write into {place}: {e}") from None
 
     # ------------------------------------------------------------------ keys
     def _dataset(self, subdir: str) -> ds.Dataset | None:
@@ -139,6 +168,11 @@ class Lake:
         if dset is None:
             return set()
         return set(dset.to_table(columns=["baseline_key"]).column("baseline_key").to_pylist())
+
+
+def new_batch_id() -> str:
+    """A write batch's name: sortable by time, unique by its random tail."""
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
 
 
 def params_json(params: Mapping[str, Any]) -> str:
