@@ -133,7 +133,7 @@ def format_eta(seconds: float | None) -> str:
 
 class Progress:
     """The sweep's progress on stderr: a live rich display on a terminal, else one plain
-    line per change (never the same line twice)."""
+    line each time a trial finishes (never the same counts twice)."""
 
     def __init__(self, state: SweepState, enabled: bool = True, stream=None, live: bool | None = None):
         self.state = state
@@ -185,10 +185,13 @@ class Progress:
         if self._is_tty():
             self._update_rich(final)
             return
-        text = self.line(final)
-        if text == self._last:
+        # One line per finished trial (or status change): trial starts alone would print
+        # the same counts again with "running" one higher, which read as every line twice.
+        key = self.line(final=True) + (" final" if final else "")
+        if key == self._last:
             return
-        self._last = text
+        self._last = key
+        text = self.line(final)
         self.lines.append(text)
         self.stream.write(text + "\n")
         self.stream.flush()
