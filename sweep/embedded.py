@@ -48,6 +48,7 @@ def loopback_env():
     before = getattr(constants, "ENABLE_RAY_CLUSTER", None)
     if constants is not None:  # Ray was imported before: its switch is already read
         constants.ENABLE_RAY_CLUSTER = False
+    _reload_ray_config()
     try:
         yield
     finally:
@@ -59,6 +60,17 @@ def loopback_env():
         constants = sys.modules.get("ray._private.ray_constants")
         if constants is not None:
             constants.ENABLE_RAY_CLUSTER = (not constants.IS_WINDOWS_OR_OSX) if before is None else before
+        _reload_ray_config()
+
+
+def _reload_ray_config() -> None:
+    """Make an already imported Ray see the environment's auth mode (it caches its config;
+    Ray's own `_enable_token_auth` does the same)."""
+    import sys
+
+    raylet = sys.modules.get("ray._raylet")
+    if raylet is not None:
+        raylet.Config.initialize("")
 
 
 def runs_dir() -> Path:

@@ -362,3 +362,25 @@ def test_spool_files_are_real_parquet_with_the_lake_schema(tmp_path, state_dir):
     table = pq.read_table(path)
     assert table.num_rows == 2 and "trial_key" in table.column_names and "speedup" in table.column_names
     assert path.is_relative_to(state_dir)
+
+
+def test_the_live_display_renders_the_same_counts(monkeypatch):
+    """On a terminal the progress is rich's live display; it shows the counters above."""
+    import io
+
+    spec = tiny_spec(**FOUR_POINTS)
+    state = _state(spec)
+    out = io.StringIO()
+    prog = Progress(state, stream=out, live=True)
+    tasks = [state.next_task() for _ in range(4)]
+    prog.update()
+    for task in tasks:
+        state.complete(task, Outcome(OK, 0.01, 1.5))
+        prog.update()
+    prog.update(final=True)
+    text = out.getvalue()
+    assert prog._rich is None  # stopped: the terminal is left clean
+    c = prog.counts()
+    assert f"{c.done + c.confirmed}/{c.total + c.confirm_total}" in text
+    assert "ok 4 · stopped 0 · pruned 0 · failed 0 · confirmed 0/1" in text
+    assert "[sweep]" not in text  # no plain lines mixed in
