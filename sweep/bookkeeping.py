@@ -197,20 +197,25 @@ class Progress:
         self.stream.flush()
 
     def _update_rich(self, final: bool) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-        from rich.progress import Progress as RichProgress
+        # Two short lines (bar, then statuses) so that an 80-column terminal shows all.
+        from rich.console import Console, Group
+        from rich.live import Live
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        from rich.text import Text
 
         c = self.counts()
+        steps, finished = c.total + c.confirm_total, c.done + c.confirmed
+        grid = Table.grid(padding=(0, 1))
+        tail = "" if final else f"running {c.running + c.confirm_running} · ETA {format_eta(self.eta_seconds(c))}"
+        grid.add_row(Text("sweep", style="bold"), ProgressBar(total=max(1, steps), completed=finished, width=30),
+                     f"{finished}/{steps}", tail)
+        view = Group(grid, Text(c.statuses()))
         if self._rich is None:
-            self._rich = RichProgress(TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(),
-                                      TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                                      console=Console(file=self.stream), transient=False)
-            self._task = self._rich.add_task("sweep", total=c.total + c.confirm_total, info="")
+            self._rich = Live(view, console=Console(file=self.stream), refresh_per_second=4, transient=False)
             self._rich.start()
-        info = f"{c.statuses()} · running {c.running + c.confirm_running} · ETA {format_eta(self.eta_seconds(c))}"
-        self._rich.update(self._task, total=c.total + c.confirm_total, completed=c.done + c.confirmed,
-                          info=c.statuses() if final else info)
+        else:
+            self._rich.update(view, refresh=True)
         if final:
             self.close()
 
