@@ -215,8 +215,10 @@ def run_sweep(spec: SweepSpec, lake_uri: str, *, address: str | None = None,
     try:
         lake.check_writable()
     except OSError as e:
-        raise ConfigError(f"the lake at {lake_uri!r} cannot be written ({e}): fix its permissions or free "
-                          "space, or pass another --lake") from None
+        pending = Spool(lake_uri).rows()
+        kept = f"; {pending} row(s) of an earlier failed write wait in the spool" if pending else ""
+        raise ConfigError(f"the lake at {lake_uri!r} cannot be written ({e}){kept}: fix its permissions or "
+                          "free space, or pass another --lake") from None
     if address:
         check_address(address)
     prompts = spec.prompts()
@@ -270,13 +272,12 @@ def run_sweep(spec: SweepSpec, lake_uri: str, *, address: str | None = None,
             stack.callback(ray.shutdown)
         if record is not None:
             record.record_children()
+            record.watch()  # workers and agents keep starting while the sweep runs
 
         resources, fits, note = trial_resources(ray.cluster_resources(), cpus_per_trial, trial_extra_resources)
         concurrency = max(1, min(max_concurrent or fits, fits))
         say(note + (f"; --max-concurrent {concurrency}" if concurrency < fits else ""))
         device = _probe(resources)
-        if record is not None:
-            record.record_children()  # the workers and agents started by now
         versions = json.loads(device["versions_json"])
         dtype = spec.dtype if spec.dtype != "auto" else ("float32" if device["device_kind"] == "cpu" else "float16")
         ctx = SweepContext(spec, run_id, device, versions, dtype)

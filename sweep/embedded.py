@@ -97,6 +97,17 @@ def _alive(entry: dict[str, Any]) -> bool:
         return False
 
 
+def _is_ray(proc) -> bool:
+    """Ray's own processes only (gcs_server, raylet, agents, workers), never another
+    child of the driver."""
+    import psutil
+
+    try:
+        return "ray" in " ".join(proc.cmdline()).lower()
+    except psutil.Error:
+        return False
+
+
 class EmbeddedRun:
     """The record of one embedded Ray run (see module doc)."""
 
@@ -105,6 +116,10 @@ class EmbeddedRun:
         self.driver = _proc_id(os.getpid())
         self.folders = list(folders)
         self.procs: dict[int, dict[str, Any]] = {}
+        import threading
+
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
         self.save()
 
     def record_children(self) -> None:
@@ -117,7 +132,7 @@ class EmbeddedRun:
             return
         changed = False
         for child in children:
-            if child.pid not in self.procs:
+            if child.pid not in self.procs and _is_ray(child):
                 entry = _proc_id(child.pid)
                 if entry:
                     self.procs[child.pid] = entry
@@ -125,18 +140,33 @@ class EmbeddedRun:
         if changed:
             self.save()
 
+    def watch(self, every_s: float = 2.0) -> None:
+        """Keep recording new Ray processes in the background until `close`."""
+        import threading
+
+        def loop() -> None:
+            while not self._stop.wait(every_s):
+                self.record_children()
+
+        threading.Thread(target=loop, name="diffaccel-ray-record", daemon=True).start()
+
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps({"driver": self.driver, "procs": list(self.procs.values()),
-                                   "folders": self.folders}))
-        os.replace(tmp, self.path)
+        with self._lock:
+            if self._stop.is_set():
+                return  # closed: the record is gone for good
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.tmp")
+            tmp.write_text(json.dumps({"driver": self.driver, "procs": list(self.procs.values()),
+                                       "folders": self.folders}))
+            os.replace(tmp, self.path)
 
     def close(self) -> None:
-        """A clean end: Ray was shut down and the folders removed by the caller."""
+        """A clean end, after Ray was shut down: remove the folders and the record."""
+        self._stop.set()
         for folder in self.folders:
             shutil.rmtree(folder, ignore_errors=True)
-        self.path.unlink(missing_ok=True)
+        with self._lock:
+            self.path.unlink(missing_ok=True)
 
 
 def clean_orphans(grace_s: float = 5.0) -> list[str]:

@@ -1,6 +1,6 @@
 """Issue #10: nothing measured is lost, a failed row is no verdict, bad sweep options fail
-early, and the progress counters add up. Sweeps run on one real local Ray shared by the
-module; the lake is real Parquet on disk.
+early, and the progress counters add up. Sweeps run on a real local Ray; the lake is
+real Parquet on disk.
 
 Ray's own exposure (loopback, orphans) and two concurrent sweeps are in
 `test_sweep_isolation.py`: they need processes of their own.
@@ -39,8 +39,9 @@ def state_dir(tmp_path, monkeypatch):
     return folder
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def local_ray():
+    """A Ray for one test (not the module: other tests check that no Ray runs)."""
     ray = pytest.importorskip("ray")
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield
