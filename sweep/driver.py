@@ -194,12 +194,13 @@ def run_sweep(spec: SweepSpec, lake_uri: str, *, address: str | None = None,
               lease_ttl_s: float = 60.0) -> SweepSummary:
     """Run (or resume) a sweep into `lake_uri` and return what happened.
 
-    Raises `ConfigError` for bad input (before Ray starts) and `LakeWriteError` when rows
-    could not be written (they are spooled; a rerun lands them)."""
+    In order: check the options and the lake (before Ray starts), take the lake's lease,
+    land rows spooled by an earlier failed write, start or join Ray, skip what the lake
+    holds, run the rest on Tune. Raises `ConfigError` for bad input and `LakeWriteError`
+    when rows could not be written (they are spooled; a rerun lands them)."""
     import uuid
 
     from sweep.lease import Lease
-    from sweep.spool import Spool
 
     started = time.monotonic()
     if cpus_per_trial < 1:
@@ -207,21 +208,10 @@ def run_sweep(spec: SweepSpec, lake_uri: str, *, address: str | None = None,
     if max_concurrent is not None and max_concurrent < 1:
         raise ConfigError(f"--max-concurrent must be at least 1, got {max_concurrent}")
     plan = expand(spec)
-    lake = Lake(lake_uri)
-    try:
-        lake.fs.create_dir(lake.root, recursive=True)
-    except OSError as e:
-        raise ConfigError(f"cannot create the lake at {lake_uri!r}: {e}: pass a writable folder or URI") from None
-    try:
-        lake.check_writable()
-    except OSError as e:
-        pending = Spool(lake_uri).rows()
-        kept = f"; {pending} row(s) of an earlier failed write wait in the spool" if pending else ""
-        raise ConfigError(f"the lake at {lake_uri!r} cannot be written ({e}){kept}: fix its permissions or "
-                          "free space, or pass another --lake") from None
+    lake = _open_lake(lake_uri)
     if address:
         check_address(address)
-    prompts = spec.prompts()
+    prompts = spec.prompts()  # read before Ray starts: a bad prompt file costs nothing
     run_id = sweep_id or uuid.uuid4().hex[:12]
 
     def say(text: str) -> None:
@@ -234,59 +224,21 @@ def run_sweep(spec: SweepSpec, lake_uri: str, *, address: str | None = None,
             f"waiting: run {held.get('owner')} (host {held.get('host')}, pid {held.get('pid')}) is sweeping "
             "into this lake; this sweep resumes after it and skips what it stored"))
         stack.callback(lease.release)
-
-        spool = Spool(lake_uri)
-        landed = 0
-        if spool.pending():
-            try:
-                landed = spool.land(lake)
-            except OSError as e:
-                raise LakeWriteError(f"cannot land the {spool.rows()} row(s) kept from an earlier failed write "
-                                     f"in {lake_uri}: {e}; they stay in {spool.folder}: fix the lake and "
-                                     "rerun") from None
-            say(f"landed {landed} row(s) kept from an earlier failed write")
-
-        _quiet_ray()
-        if not address:
-            from sweep.embedded import EmbeddedRun, clean_orphans, loopback_env
-
-            for what in clean_orphans():
-                say(f"cleaned up after a killed sweep: {what}")
-            stack.enter_context(loopback_env())
+        landed = _land_spool(lake, say)
+        tune_dir = _start_ray(stack, address, num_cpus, num_gpus, say)
         import ray
-        from ray import tune
-
-        from sweep.tuning import LakeSink, PlanSearcher, StopOnWriteFailure
-        from sweep.worker import run_trial
-
-        tune_dir = tempfile.mkdtemp(prefix="diffaccel-tune-")
-        record = EmbeddedRun([tune_dir]) if not address and not ray.is_initialized() else None
-        if record is None:
-            import shutil
-
-            stack.callback(shutil.rmtree, tune_dir, ignore_errors=True)
-        else:
-            stack.callback(record.close)
-        owns_ray = _ray_init(address, num_cpus=num_cpus, num_gpus=num_gpus)
-        if owns_ray:
-            stack.callback(ray.shutdown)
-        if record is not None:
-            record.record_children()
-            record.watch()  # workers and agents keep starting while the sweep runs
 
         resources, fits, note = trial_resources(ray.cluster_resources(), cpus_per_trial, trial_extra_resources)
         concurrency = max(1, min(max_concurrent or fits, fits))
         say(note + (f"; --max-concurrent {concurrency}" if concurrency < fits else ""))
         device = _probe(resources)
-        versions = json.loads(device["versions_json"])
         dtype = spec.dtype if spec.dtype != "auto" else ("float32" if device["device_kind"] == "cpu" else "float16")
-        ctx = SweepContext(spec, run_id, device, versions, dtype)
+        ctx = SweepContext(spec, run_id, device, json.loads(device["versions_json"]), dtype)
         stored = stored_outcomes(lake, spec.metric, retry_failed=retry_failed)
         state = SweepState(plan.combos, spec.budgets, spec.early_stop, ctx.key, stored=stored)
         summary = SweepSummary(ctx.sweep_id, state.total, {}, state.skipped, 0, 0, 0.0,
-                               device["device_kind"], dict(resources), notes=list(plan.notes))
-        summary.landed_from_spool = landed
-        summary.concurrency = concurrency
+                               device["device_kind"], dict(resources), notes=list(plan.notes),
+                               concurrency=concurrency, landed_from_spool=landed)
         summary.cluster_nodes = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n.get("Alive")}
         if retry_failed:
             failed_before = {r["trial_key"] for r in lake.trial_columns(["trial_key", "status"])
@@ -294,41 +246,121 @@ def run_sweep(spec: SweepSpec, lake_uri: str, *, address: str | None = None,
             summary.retried_failed = len((failed_before - set(stored)) & set(_plan_keys(state)))
             if summary.retried_failed:
                 say(f"{summary.retried_failed} key(s) that failed before run again (--no-retry-failed: keep them)")
-        prog = Progress(state, enabled=progress)
-        stack.callback(prog.close)
-        sink = LakeSink(lake, ctx, state, prog, summary, spool=spool)
         if state.skipped:
             say(f"{state.skipped} of {state.total} point(s) already in the lake: skipped")
-        sink.flush_pruned()
-        if not state.finished and sink.failure is None:
-            settings = {"prompts": prompts, "seeds": list(spec.seeds), "metric": spec.metric,
-                        "budgets": list(spec.budgets), "measure": spec.measure.__dict__,
-                        "early_stop": spec.early_stop.__dict__, "dtype": dtype,
-                        "clip_model": spec.clip_model, "sweep_id": ctx.sweep_id,
-                        "known_baselines": sorted(sink.baselines)}
-            trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)
-            tuner = tune.Tuner(
-                trainable,
-                tune_config=tune.TuneConfig(search_alg=PlanSearcher(state, sink), num_samples=-1,
-                                            max_concurrent_trials=concurrency, reuse_actors=True),
-                run_config=tune.RunConfig(
-                    name=f"sweep-{ctx.sweep_id}", storage_path=tune_dir, verbose=0,
-                    callbacks=[sink], failure_config=tune.FailureConfig(max_failures=max_failures),
-                    checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
-                    stop=StopOnWriteFailure(sink),
-                ),
-            )
-            fit_start = time.monotonic()
-            tuner.fit()
-            summary.fit_wall_s = time.monotonic() - fit_start
-        sink.flush_pruned()
+        prog = Progress(state, enabled=progress)
+        stack.callback(prog.close)
+        sink = _run_tune(spec, prompts, lake, ctx, state, prog, summary, resources=resources,
+                         concurrency=concurrency, max_failures=max_failures, tune_dir=tune_dir)
         if sink.failure is not None:
             prog.close()
-            raise LakeWriteError(_write_failure_text(lake_uri, sink))
+            raise LakeWriteError(_write_failure_text(lake.uri, sink))
         prog.update(final=True)
         summary.counts = state.counts()
         summary.wall_s = time.monotonic() - started
         return summary
+
+
+def _open_lake(lake_uri: str) -> Lake:
+    """The lake, created if new and probed for writability (before any GPU time)."""
+    from sweep.spool import Spool
+
+    lake = Lake(lake_uri)
+    try:
+        lake.fs.create_dir(lake.root, recursive=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the lake at {lake_uri!r}: {e}: pass a writable folder or URI") from None
+    try:
+        lake.check_writable()
+    except OSError as e:
+        pending = Spool(lake_uri).rows()
+        kept = f"; {pending} row(s) of an earlier failed write wait in the spool" if pending else ""
+        raise ConfigError(f"the lake at {lake_uri!r} cannot be written ({e}){kept}: fix its permissions or "
+                          "free space, or pass another --lake") from None
+    return lake
+
+
+def _land_spool(lake: Lake, say) -> int:
+    """Land the rows an earlier failed write kept (`sweep.spool`); how many."""
+    from sweep.spool import Spool
+
+    spool = Spool(lake.uri)
+    if not spool.pending():
+        return 0
+    try:
+        landed = spool.land(lake)
+    except OSError as e:
+        raise LakeWriteError(f"cannot land the {spool.rows()} row(s) kept from an earlier failed write in "
+                             f"{lake.uri}: {e}; they stay in {spool.folder}: fix the lake and rerun") from None
+    say(f"landed {landed} row(s) kept from an earlier failed write")
+    return landed
+
+
+def _start_ray(stack: contextlib.ExitStack, address: str | None, num_cpus: int | None,
+               num_gpus: int | None, say) -> str:
+    """Join `address` or start an embedded Ray on loopback (cleaning up after a killed
+    sweep first); the Tune folder. Everything started is undone by `stack`."""
+    import shutil
+
+    _quiet_ray()
+    record = None
+    if not address:
+        from sweep.embedded import EmbeddedRun, clean_orphans, loopback_env
+
+        for what in clean_orphans():
+            say(f"cleaned up after a killed sweep: {what}")
+        stack.enter_context(loopback_env())  # before `import ray`: see sweep.embedded
+    import ray
+
+    tune_dir = tempfile.mkdtemp(prefix="diffaccel-tune-")
+    if not address and not ray.is_initialized():
+        record = EmbeddedRun([tune_dir])
+        stack.callback(record.close)
+    else:
+        stack.callback(shutil.rmtree, tune_dir, ignore_errors=True)
+    if _ray_init(address, num_cpus=num_cpus, num_gpus=num_gpus):
+        stack.callback(ray.shutdown)
+    if record is not None:
+        record.record_children()
+        record.watch()  # workers and agents keep starting while the sweep runs
+    return tune_dir
+
+
+def _run_tune(spec: SweepSpec, prompts: list[str], lake: Lake, ctx: SweepContext, state: SweepState, prog: Progress,
+              summary: SweepSummary, *, resources: dict[str, float], concurrency: int, max_failures: int,
+              tune_dir: str):
+    """Run the points `state` holds on Ray Tune; the sink, which knows whether a write failed."""
+    from ray import tune
+
+    from sweep.spool import Spool
+    from sweep.tuning import LakeSink, PlanSearcher, StopOnWriteFailure
+    from sweep.worker import run_trial
+
+    sink = LakeSink(lake, ctx, state, prog, summary, spool=Spool(lake.uri))
+    sink.flush_pruned()
+    if not state.finished and sink.failure is None:
+        settings = {"prompts": prompts, "seeds": list(spec.seeds), "metric": spec.metric,
+                    "budgets": list(spec.budgets), "measure": spec.measure.__dict__,
+                    "early_stop": spec.early_stop.__dict__, "dtype": ctx.dtype,
+                    "clip_model": spec.clip_model, "sweep_id": ctx.sweep_id,
+                    "known_baselines": sorted(sink.baselines)}
+        trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=PlanSearcher(state, sink), num_samples=-1,
+                                        max_concurrent_trials=concurrency, reuse_actors=True),
+            run_config=tune.RunConfig(
+                name=f"sweep-{ctx.sweep_id}", storage_path=tune_dir, verbose=0,
+                callbacks=[sink], failure_config=tune.FailureConfig(max_failures=max_failures),
+                checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
+                stop=StopOnWriteFailure(sink),
+            ),
+        )
+        fit_start = time.monotonic()
+        tuner.fit()
+        summary.fit_wall_s = time.monotonic() - fit_start
+    sink.flush_pruned()
+    return sink
 
 
 def _plan_keys(state: SweepState) -> list[str]:
