@@ -5,13 +5,18 @@ A lake is a local folder or any `pyarrow.fs` URI (``s3://bucket/prefix``,
 in place, so a crash loses at most the rows of the flush in flight and never leaves a
 half-written file behind:
 
-* local folders: the file is written as ``.part-<uuid>.parquet.tmp`` and renamed, and
+* local folders: the file is written as ``.part-<batch>.parquet.tmp`` and renamed, and
   readers only look at ``*.parquet``;
 * object stores: one PUT of the finished file, which those stores make atomic.
 
-Idempotence is by key: `existing_trial_keys` tells a resumed sweep what to skip, and
-readers deduplicate by `trial_key` (latest `finished_at` wins) for the rare race of two
-drivers writing the same key.
+A flush's files are named after its batch id (``part-<time>-<random>.parquet``). A batch
+that failed to write is kept in the local spool (`sweep.spool`) under that id and later
+landed under the same names, replacing any file of it that did get through: no row is
+lost and none is duplicated. `Lake.check_writable` probes a lake before a sweep starts.
+
+Idempotence is by key: a resumed sweep skips the keys stored (`sweep.driver.
+stored_outcomes`), and readers deduplicate by `trial_key` for the rare race of two
+drivers writing the same key (which the lake's lease, `sweep.lease`, prevents).
 """
 
 from __future__ import annotations
