@@ -26,158 +26,59 @@ How the pieces fit:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import shutil
+import socket
 import sys
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from sweep.catalog import ConfigError, PipelineConfig, config_dict, trial_key
-from sweep.lake import LakeReader, LakeWriter, lake_warnings_as_lines, params_json
+from sweep.bookkeeping import (
+    LakeWriteError,
+    Progress,
+    SweepContext,
+    SweepSummary,
+    error_text,
+    outcome_of,
+    resolved,
+)
+from sweep.catalog import ConfigError
+from sweep.lake import LakeReader, LakeWriter, lake_warnings_as_lines
 from sweep.lake_schema import FAILED, OK, PRUNED, SCREEN, STOPPED
-from sweep.pruning import Outcome, SweepState, Task
+from sweep.pruning import Outcome, SweepState
 from sweep.spec import DEFAULT_MAX_POINTS, Plan, SweepSpec, expand, load, trial_inputs
 
 log = logging.getLogger("diffaccel.sweep")
 
 
-# ----------------------------------------------------------------------- progress
+# Re-exported: the tests and the bench import them from here.
+__all__ = ["Progress", "SweepContext", "SweepSummary", "LakeWriteError", "resolved", "outcome_of",
+           "error_text", "run_sweep", "stored_outcomes", "trial_resources", "sweep_cmd"]
 
 
-class Progress:
-    """One concise line on stderr per event: done/total, statuses, confirmations, ETA."""
+def stored_outcomes(lake: LakeReader, metric: str, retry_failed: bool = True) -> dict[str, tuple[set[str], Outcome]]:
+    """trial_key -> (phases stored, outcome of its screen row) for a resumed sweep.
 
-    def __init__(self, state: SweepState, enabled: bool = True, stream=None):
-        self.state = state
-        self.enabled = enabled
-        # Looked up at each write: Tune pickles its callbacks, and a stream cannot be.
-        self._stream = stream
-        self.start = time.monotonic()
-        self.executed_at_start = self._executed()
-
-    @property
-    def stream(self):
-        return self._stream or sys.stderr
-
-    def _executed(self) -> int:
-        c = self.state.counts()
-        return c[OK] + c[STOPPED] + c[FAILED] + c["confirm_done"]
-
-    def line(self) -> str:
-        c = self.state.counts()
-        total = self.state.total
-        elapsed = time.monotonic() - self.start
-        ran = self._executed() - self.executed_at_start
-        remaining = (total - c["done"]) + (c["confirm_total"] - c["confirm_done"])
-        eta = "?"
-        if ran > 0:
-            secs = elapsed / ran * remaining
-            eta = f"{int(secs // 60)}m{int(secs % 60):02d}s"
-        return (f"[sweep] {c['done']}/{total} done · ok {c[OK]} · stopped {c[STOPPED]} · "
-                f"pruned {c[PRUNED]} · failed {c[FAILED]} · confirmed {c['confirm_done']}/"
-                f"{c['confirm_total']} · running {c['running']} · ETA ≤{eta}")
-
-    def update(self, final: bool = False) -> None:
-        if not self.enabled:
-            return
-        tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        end = "\n" if final or not tty else "\r"
-        self.stream.write(self.line() + end)
-        self.stream.flush()
-
-
-# ------------------------------------------------------------------------- rows
-
-
-@dataclass
-class SweepContext:
-    """What every row of this sweep shares."""
-
-    spec: SweepSpec
-    sweep_id: str
-    device: dict[str, Any]  # device columns from the probe
-    versions: dict[str, str]
-    dtype: str
-    # What the trials measure with (`spec.trial_inputs`): part of every key.
-    inputs: dict[str, Any] | None = None
-
-    def key(self, cfg: PipelineConfig, acc) -> str:
-        return trial_key(resolved(cfg), acc, self.device["device_kind"], self.versions, self.inputs)
-
-    def base_row(self, task: Task, status: str, **extra: Any) -> dict[str, Any]:
-        """A row for a trial that produced no measurement (pruned, failed)."""
-        from datetime import datetime, timezone
-
-        row: dict[str, Any] = {
-            "trial_key": task.key, "tag": task.acc.tag, "sweep_id": self.sweep_id,
-            **config_dict(resolved(task.config)), "dtype": self.dtype,
-            "method": task.acc.combo, **task.acc.params, "params_json": params_json(task.acc.params),
-            "status": status, "phase": task.phase, "final": False,
-            **self.device, "finished_at": datetime.now(timezone.utc), "gpu_seconds": 0.0,
-        }
-        row.update(extra)
-        return row
-
-
-def resolved(cfg: PipelineConfig) -> PipelineConfig:
-    """`cfg` with its resolution filled in, as the worker keys and stores it."""
-    import dataclasses
-
-    # Cheap: sweep.pipelines imports torch and diffusers only inside its functions.
-    from sweep.pipelines import resolve_resolution
-
-    return dataclasses.replace(cfg, resolution=resolve_resolution(cfg))
-
-
-def outcome_of(row: Mapping[str, Any], metric: str) -> Outcome:
-    return Outcome(row["status"], row.get(f"quality_loss_{metric}"), row.get("speedup"))
-
-
-def stored_outcomes(lake: LakeReader, metric: str) -> dict[str, tuple[set[str], Outcome]]:
-    """trial_key -> (phases stored, outcome of its screen row) for a resumed sweep."""
+    With `retry_failed`, ``failed`` rows are no verdict: they are left out, so their
+    keys (and failed confirmations) run again."""
     cols = ["trial_key", "phase", "status", f"quality_loss_{metric}", "speedup"]
     out: dict[str, tuple[set[str], Outcome]] = {}
     for row in lake.trial_columns(cols):
+        if retry_failed and row["status"] == FAILED:
+            continue
         phases, outcome = out.get(row["trial_key"], (set(), None))
         phases.add(row["phase"])
         if row["phase"] == SCREEN or outcome is None:
             outcome = outcome_of(row, metric)
         out[row["trial_key"]] = (phases, outcome)
     return out
-
-
-# ------------------------------------------------------------------------ summary
-
-
-@dataclass
-class SweepSummary:
-    sweep_id: str
-    total: int
-    counts: dict[str, int]
-    skipped: int  # already in the lake
-    rows_written: int
-    baselines_written: int
-    wall_s: float
-    device_kind: str
-    resources: dict[str, Any]
-    # trial key -> node id that ran it, and the timed seconds per trial (for the bench)
-    nodes: dict[str, str] = field(default_factory=dict)
-    cluster_nodes: dict[str, dict[str, float]] = field(default_factory=dict)  # node id -> resources
-    trial_seconds: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    fit_wall_s: float = 0.0  # time inside Tune (the trials), without Ray start-up and the probe
-    concurrency: int = 0
-
-    def to_json(self) -> str:
-        return json.dumps(self.__dict__, indent=2, default=str)
 
 
 # ------------------------------------------------------------------------- Ray side
@@ -196,8 +97,39 @@ def _quiet_ray() -> None:
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
 
 
+# How long `--address HOST:PORT` may stay silent before the sweep gives up (ray.init
+# itself retries for about 9 minutes without a word).
+CONNECT_TIMEOUT_S = 30.0
+
+
+def check_address(address: str, timeout_s: float | None = None) -> None:
+    """Fail within `timeout_s` with a clear error where nothing answers at `address`
+    (``HOST:PORT``; ``auto`` and ``ray://`` addresses are left to Ray)."""
+    timeout_s = CONNECT_TIMEOUT_S if timeout_s is None else timeout_s
+    if address in ("auto", "local") or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"--address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379) or auto")
+    deadline = time.monotonic() + timeout_s
+    last: OSError | None = None
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)),
+                                          timeout=max(0.1, min(5.0, deadline - time.monotonic()))):
+                return
+        except OSError as e:
+            last = e
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+    raise ConfigError(f"no Ray cluster at {address}: nothing answered within {timeout_s:.0f} s ({last}); "
+                      "start one with `ray start --head` there, or leave out --address to run a local Ray")
+
+
 def _ray_init(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None) -> bool:
-    """Start or join Ray; True when this call started it (and so must shut it down)."""
+    """Start or join Ray; True when this call started it (and so must shut it down).
+
+    An embedded Ray (no `address`) listens on loopback only: the caller holds
+    `embedded.loopback_env()` around it."""
     import ray
 
     if ray.is_initialized():
@@ -210,8 +142,10 @@ def _ray_init(address: str | None, num_cpus: int | None = None, num_gpus: int | 
     if address:
         ray.init(address=address, **{k: v for k, v in kwargs.items() if k != "include_dashboard"})
     else:
+        from sweep.embedded import LOOPBACK
+
         # "local" starts a fresh Ray even where another cluster runs on this machine.
-        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, _node_ip_address=LOOPBACK, **kwargs)
     return True
 
 
@@ -256,87 +190,207 @@ def run_sweep(spec: SweepSpec, lake_uri: str, *, address: str | None = None,
               max_concurrent: int | None = None, cpus_per_trial: int = 1, max_failures: int = 2,
               progress: bool = True, num_cpus: int | None = None, num_gpus: int | None = None,
               trial_extra_resources: Mapping[str, float] | None = None,
-              sweep_id: str | None = None, strict: bool = False) -> SweepSummary:
+              sweep_id: str | None = None, retry_failed: bool = True, strict: bool = False,
+              lease_ttl_s: float = 60.0) -> SweepSummary:
     """Run (or resume) a sweep into `lake_uri` and return what happened.
 
-    `strict`: a file the lake should not hold stops the sweep instead of being skipped."""
+    In order: check the options and the lake (before Ray starts), take the lake's lease,
+    land rows spooled by an earlier failed write, start or join Ray, skip what the lake
+    holds, run the rest on Tune. Raises `ConfigError` for bad input and `LakeWriteError`
+    when rows could not be written (they are spooled; a rerun lands them). `strict`: a file
+    the lake should not hold stops the sweep instead of being skipped."""
     import uuid
 
+    from sweep.lease import Lease
+
     started = time.monotonic()
+    if cpus_per_trial < 1:
+        raise ConfigError(f"--cpus-per-trial must be at least 1, got {cpus_per_trial}")
+    if max_concurrent is not None and max_concurrent < 1:
+        raise ConfigError(f"--max-concurrent must be at least 1, got {max_concurrent}")
     plan = expand(spec)
-    lake = LakeWriter(lake_uri, on_bad_file="error" if strict else "warn")
+    lake = _open_lake(lake_uri, strict)
     # Read what is stored before Ray starts: an unreachable lake or (with --strict) a bad
-    # file is a one-line error up front.
-    stored = stored_outcomes(lake, spec.metric)
-    try:
-        lake.fs.create_dir(lake.root, recursive=True)
-    except OSError as e:
-        raise ConfigError(f"cannot create the lake at {lake_uri!r}: {e}: pass a writable folder or URI") from None
-    prompts = spec.prompts()
-    _quiet_ray()
-    import ray
-    from ray import tune
+    # file is a one-line error up front. It is read again if another sweep held the lease.
+    stored = stored_outcomes(lake, spec.metric, retry_failed=retry_failed)
+    if address:
+        check_address(address)
+    prompts = spec.prompts()  # read before Ray starts: a bad prompt file costs nothing
+    run_id = sweep_id or uuid.uuid4().hex[:12]
 
-    from sweep.tuning import LakeSink, PlanSearcher
-    from sweep.worker import run_trial
+    def say(text: str) -> None:
+        if progress:
+            print(f"[sweep] {text}", file=sys.stderr, flush=True)
 
-    owns_ray = _ray_init(address, num_cpus=num_cpus, num_gpus=num_gpus)
-    tune_dir = tempfile.mkdtemp(prefix="diffaccel-tune-")
-    try:
+    with contextlib.ExitStack() as stack:
+        lease = Lease(lake.fs, lake.root, owner=run_id, ttl_s=lease_ttl_s)
+        waited: list[dict] = []
+
+        def on_wait(held: dict) -> None:
+            if not waited:
+                say(f"waiting: run {held.get('owner')} (host {held.get('host')}, pid {held.get('pid')}) is "
+                    "sweeping into this lake; this sweep resumes after it and skips what it stored")
+            waited.append(held)
+
+        lease.acquire(on_wait=on_wait)
+        stack.callback(lease.release)
+        landed = _land_spool(lake, say)
+        tune_dir = _start_ray(stack, address, num_cpus, num_gpus, say)
+        import ray
+
         resources, fits, note = trial_resources(ray.cluster_resources(), cpus_per_trial, trial_extra_resources)
         concurrency = max(1, min(max_concurrent or fits, fits))
-        if progress:
-            print(f"[sweep] {note}" + (f"; --max-concurrent {concurrency}" if concurrency < fits else ""),
-                  file=sys.stderr)
+        say(note + (f"; --max-concurrent {concurrency}" if concurrency < fits else ""))
         device = _probe(resources)
-        versions = json.loads(device["versions_json"])
         dtype = spec.dtype if spec.dtype != "auto" else ("float32" if device["device_kind"] == "cpu" else "float16")
-        ctx = SweepContext(spec, sweep_id or uuid.uuid4().hex[:12], device, versions, dtype,
+        ctx = SweepContext(spec, run_id, device, json.loads(device["versions_json"]), dtype,
                            inputs=trial_inputs(prompts=prompts, seeds=spec.seeds, measure=spec.measure,
                                                dtype=dtype, clip_model=spec.clip_model))
-        state = SweepState(plan.combos, spec.budgets, spec.early_stop, ctx.key,
-                           stored=stored)
+        if waited or landed:  # the lake changed since it was read
+            stored = stored_outcomes(lake, spec.metric, retry_failed=retry_failed)
+        state = SweepState(plan.combos, spec.budgets, spec.early_stop, ctx.key, stored=stored)
         if state.pruned or not state.finished:  # a run that will write rows: name it for the report
             lake.write_sweep(spec, ctx.sweep_id, device["device_kind"])
         summary = SweepSummary(ctx.sweep_id, state.total, {}, state.skipped, 0, 0, 0.0,
-                               device["device_kind"], dict(resources), notes=list(plan.notes))
-        summary.concurrency = concurrency
+                               device["device_kind"], dict(resources), notes=list(plan.notes),
+                               concurrency=concurrency, landed_from_spool=landed)
         summary.cluster_nodes = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n.get("Alive")}
+        if retry_failed:
+            failed_before = {r["trial_key"] for r in lake.trial_columns(["trial_key", "status"])
+                             if r["status"] == FAILED}
+            summary.retried_failed = len((failed_before - set(stored)) & set(_plan_keys(state)))
+            if summary.retried_failed:
+                say(f"{summary.retried_failed} key(s) that failed before run again (--no-retry-failed: keep them)")
+        if state.skipped:
+            say(f"{state.skipped} of {state.total} point(s) already in the lake: skipped")
         prog = Progress(state, enabled=progress)
-        sink = LakeSink(lake, ctx, state, prog, summary)
-        if progress and state.skipped:
-            print(f"[sweep] {state.skipped} of {state.total} point(s) already in the lake: skipped",
-                  file=sys.stderr)
-        sink.flush_pruned()
-        if not state.finished:
-            settings = {"prompts": prompts, "seeds": list(spec.seeds), "metric": spec.metric,
-                        "budgets": list(spec.budgets), "measure": spec.measure.__dict__,
-                        "early_stop": spec.early_stop.__dict__, "dtype": dtype,
-                        "clip_model": spec.clip_model, "sweep_id": ctx.sweep_id,
-                        "known_baselines": sorted(lake.existing_baseline_keys())}
-            trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)
-            tuner = tune.Tuner(
-                trainable,
-                tune_config=tune.TuneConfig(search_alg=PlanSearcher(state, sink), num_samples=-1,
-                                            max_concurrent_trials=concurrency, reuse_actors=True),
-                run_config=tune.RunConfig(
-                    name=f"sweep-{ctx.sweep_id}", storage_path=tune_dir, verbose=0,
-                    callbacks=[sink], failure_config=tune.FailureConfig(max_failures=max_failures),
-                    checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
-                ),
-            )
-            fit_start = time.monotonic()
-            tuner.fit()
-            summary.fit_wall_s = time.monotonic() - fit_start
-        sink.flush_pruned()
+        stack.callback(prog.close)
+        sink = _run_tune(spec, prompts, lake, ctx, state, prog, summary, resources=resources,
+                         concurrency=concurrency, max_failures=max_failures, tune_dir=tune_dir)
+        if sink.failure is not None:
+            prog.close()
+            raise LakeWriteError(_write_failure_text(lake.uri, sink))
         prog.update(final=True)
         summary.counts = state.counts()
         summary.wall_s = time.monotonic() - started
         return summary
-    finally:
-        shutil.rmtree(tune_dir, ignore_errors=True)
-        if owns_ray:
-            ray.shutdown()
+
+
+def _open_lake(lake_uri: str, strict: bool = False) -> LakeWriter:
+    """The lake, created if new and probed for writability (before any GPU time)."""
+    from sweep.spool import Spool
+
+    lake = LakeWriter(lake_uri, on_bad_file="error" if strict else "warn")
+    try:
+        lake.fs.create_dir(lake.root, recursive=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the lake at {lake_uri!r}: {e}: pass a writable folder or URI") from None
+    try:
+        lake.check_writable()
+    except OSError as e:
+        pending = Spool(lake_uri).rows()
+        kept = f"; {pending} row(s) of an earlier failed write wait in the spool" if pending else ""
+        raise ConfigError(f"the lake at {lake_uri!r} cannot be written ({e}){kept}: fix its permissions or "
+                          "free space, or pass another --lake") from None
+    return lake
+
+
+def _land_spool(lake: LakeWriter, say) -> int:
+    """Land the rows an earlier failed write kept (`sweep.spool`); how many."""
+    from sweep.spool import Spool
+
+    spool = Spool(lake.uri)
+    if not spool.pending():
+        return 0
+    try:
+        landed = spool.land(lake)
+    except OSError as e:
+        raise LakeWriteError(f"cannot land the {spool.rows()} row(s) kept from an earlier failed write in "
+                             f"{lake.uri}: {e}; they stay in {spool.folder}: fix the lake and rerun") from None
+    say(f"landed {landed} row(s) kept from an earlier failed write")
+    return landed
+
+
+def _start_ray(stack: contextlib.ExitStack, address: str | None, num_cpus: int | None,
+               num_gpus: int | None, say) -> str:
+    """Join `address` or start an embedded Ray on loopback (cleaning up after a killed
+    sweep first); the Tune folder. Everything started is undone by `stack`."""
+    import shutil
+
+    _quiet_ray()
+    record = None
+    if not address:
+        from sweep.embedded import EmbeddedRun, clean_orphans, loopback_env
+
+        for what in clean_orphans():
+            say(f"cleaned up after a killed sweep: {what}")
+        stack.enter_context(loopback_env())  # before `import ray`: see sweep.embedded
+    import ray
+
+    tune_dir = tempfile.mkdtemp(prefix="diffaccel-tune-")
+    if not address and not ray.is_initialized():
+        record = EmbeddedRun([tune_dir])
+        stack.callback(record.close)
+    else:
+        stack.callback(shutil.rmtree, tune_dir, ignore_errors=True)
+    if _ray_init(address, num_cpus=num_cpus, num_gpus=num_gpus):
+        stack.callback(ray.shutdown)
+    if record is not None:
+        record.record_children()
+        record.watch()  # workers and agents keep starting while the sweep runs
+    return tune_dir
+
+
+def _run_tune(spec: SweepSpec, prompts: list[str], lake: LakeWriter, ctx: SweepContext, state: SweepState, prog: Progress,
+              summary: SweepSummary, *, resources: dict[str, float], concurrency: int, max_failures: int,
+              tune_dir: str):
+    """Run the points `state` holds on Ray Tune; the sink, which knows whether a write failed."""
+    from ray import tune
+
+    from sweep.spool import Spool
+    from sweep.tuning import LakeSink, PlanSearcher, StopOnWriteFailure
+    from sweep.worker import run_trial
+
+    sink = LakeSink(lake, ctx, state, prog, summary, spool=Spool(lake.uri))
+    sink.flush_pruned()
+    if not state.finished and sink.failure is None:
+        settings = {"prompts": prompts, "seeds": list(spec.seeds), "metric": spec.metric,
+                    "budgets": list(spec.budgets), "measure": spec.measure.__dict__,
+                    "early_stop": spec.early_stop.__dict__, "dtype": ctx.dtype,
+                    "clip_model": spec.clip_model, "sweep_id": ctx.sweep_id,
+                    "known_baselines": sorted(sink.baselines)}
+        trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=PlanSearcher(state, sink), num_samples=-1,
+                                        max_concurrent_trials=concurrency, reuse_actors=True),
+            run_config=tune.RunConfig(
+                name=f"sweep-{ctx.sweep_id}", storage_path=tune_dir, verbose=0,
+                callbacks=[sink], failure_config=tune.FailureConfig(max_failures=max_failures),
+                checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
+                stop=StopOnWriteFailure(sink),
+            ),
+        )
+        fit_start = time.monotonic()
+        tuner.fit()
+        summary.fit_wall_s = time.monotonic() - fit_start
+    sink.flush_pruned()
+    return sink
+
+
+def _plan_keys(state: SweepState) -> list[str]:
+    return [k for lat in state.lattices for k in lat.keys]
+
+
+def _write_failure_text(lake_uri: str, sink) -> str:
+    text = (f"writing to the lake {lake_uri} failed ({sink.failure}); the sweep stopped. "
+            f"{sink.spooled} row(s) are kept in {sink.spool.folder}: fix the lake and rerun the same "
+            "command, which lands them first")
+    if sink.unspooled:
+        rows = [r for _, batch in sink.unspooled for r in batch]
+        text += (f". {len(rows)} row(s) could not be spooled either ({sink.spool_failure}): "
+                 + json.dumps(rows, default=str)[:20000])
+    return text
 
 
 def _runtime_env() -> dict[str, Any] | None:
@@ -351,17 +405,6 @@ def _runtime_env() -> dict[str, Any] | None:
         return None
     py_path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
     return {"env_vars": {"PYTHONPATH": py_path}}
-
-
-def error_text(err: BaseException) -> str:
-    """The root cause's type and message, without Ray's wrapping."""
-    cause = err
-    while getattr(cause, "cause", None) is not None or getattr(cause, "__cause__", None) is not None:
-        nxt = getattr(cause, "cause", None) or cause.__cause__
-        if nxt is cause:
-            break
-        cause = nxt
-    return f"{type(cause).__name__}: {cause}".strip()
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -380,9 +423,11 @@ def sweep_cmd(
     spec_path: Path = typer.Argument(..., help="sweep spec YAML, e.g. datasets/sweeps/default.yaml"),
     lake: str = typer.Option(..., "--lake", help="lake folder or pyarrow URI (s3://, gs://, file://)"),
     address: str = typer.Option(None, "--address", help="Ray cluster to join (e.g. auto or host:6379); "
-                                "default: start a local Ray"),
+                                "default: start a local Ray on 127.0.0.1"),
     max_concurrent: int = typer.Option(None, "--max-concurrent", help="trials at once (default: one per GPU)"),
     cpus_per_trial: int = typer.Option(1, "--cpus-per-trial", help="CPUs per trial where there is no GPU"),
+    retry_failed: bool = typer.Option(True, "--retry-failed/--no-retry-failed",
+                                      help="run again the keys whose stored row is `failed` (default)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="validate and show the plan; start nothing"),
     summary: Path = typer.Option(None, "--summary", help="write a JSON summary of the sweep here"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress lines"),
@@ -406,10 +451,14 @@ def sweep_cmd(
     try:
         with lake_warnings_as_lines():
             result = run_sweep(spec, lake, address=address, max_concurrent=max_concurrent,
-                               cpus_per_trial=cpus_per_trial, progress=not quiet, strict=strict)
+                               cpus_per_trial=cpus_per_trial, progress=not quiet, strict=strict,
+                               retry_failed=retry_failed)
     except ConfigError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
+    except LakeWriteError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         typer.echo("\ninterrupted: finished trials are in the lake; rerun the same command to resume",
                    err=True)
@@ -417,11 +466,29 @@ def sweep_cmd(
     if summary:
         summary.parent.mkdir(parents=True, exist_ok=True)
         summary.write_text(result.to_json())
+    typer.echo(finish_text(result, lake))
+
+
+def finish_text(result: SweepSummary, lake: str) -> str:
+    """The sweep's last words: what happened, where the rows are, what to run next."""
     c = result.counts
-    typer.echo(f"sweep {result.sweep_id}: {c.get('done', 0)}/{result.total} point(s) · ok {c.get(OK, 0)} · "
-               f"stopped {c.get(STOPPED, 0)} · pruned {c.get(PRUNED, 0)} · failed {c.get(FAILED, 0)} · "
-               f"{result.skipped} already stored · {result.rows_written} row(s) written to {lake} "
-               f"in {result.wall_s:.0f}s")
+    where = lake if "://" in lake and not lake.startswith("file://") else \
+        os.path.abspath(lake.removeprefix("file://"))
+    lines = [f"run {result.sweep_id}: {c.get('done', 0)}/{result.total} point(s) · ok {c.get(OK, 0)} · "
+             f"stopped {c.get(STOPPED, 0)} · pruned {c.get(PRUNED, 0)} · failed {c.get(FAILED, 0)} · "
+             f"{result.skipped} already stored · {result.rows_written} row(s) written in {result.wall_s:.0f}s",
+             f"lake: {where}",
+             "next:",
+             f"  diffaccel bounds --lake {_quote(where)}",
+             f"  diffaccel report --lake {_quote(where)} --out out/report",
+             f"  diffaccel tasks --lake {_quote(where)} --out out/tasks"]
+    return "\n".join(lines)
+
+
+def _quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
 
 
 def main() -> None:

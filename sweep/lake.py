@@ -8,7 +8,7 @@ A lake is a local folder or any `pyarrow.fs` URI (``s3://bucket/prefix``,
 in place, so a crash loses at most the rows of the flush in flight and never leaves a
 half-written file behind:
 
-* local folders: the file is written as ``.part-<uuid>.parquet.tmp`` and renamed, and
+* local folders: the file is written as ``.part-<batch>.parquet.tmp`` and renamed, and
   readers only look at ``*.parquet``;
 * object stores: one PUT of the finished file, which those stores make atomic.
 
@@ -16,6 +16,15 @@ Files a lake should not hold (truncated or corrupt Parquet, a foreign Parquet fi
 file outside the ``key=value`` partition folders) are skipped with a `LakeWarning` that
 names them, or stop the reader with a `LakeError` (``on_bad_file="error"``, the CLI's
 ``--strict``). Resume and the analysts see exactly the same files.
+
+A flush's files are named after its batch id (``part-<time>-<random>.parquet``). A batch
+that failed to write is kept in the local spool (`sweep.spool`) under that id and later
+landed under the same names, replacing any file of it that did get through: no row is
+lost and none is duplicated. `Lake.check_writable` probes a lake before a sweep starts.
+
+Idempotence is by key: a resumed sweep skips the keys stored (`sweep.driver.
+stored_outcomes`), and readers deduplicate by `trial_key` for the rare race of two
+drivers writing the same key (which the lake's lease, `sweep.lease`, prevents).
 """
 
 from __future__ import annotations
@@ -328,16 +337,22 @@ class LakeWriter(LakeReader):
     what is stored to never duplicate it (the keys a resumed sweep skips)."""
 
     def _write(self, rows: Iterable[Mapping[str, Any]], subdir: str, schema: pa.Schema,
-               partitions: tuple[str, ...]) -> list[str]:
+               partitions: tuple[str, ...], batch: str | None = None) -> list[str]:
+        """Write `rows` as one file per partition, named after `batch`.
+
+        The names depend on `batch` only, so writing a batch again (a spooled batch
+        landed after a failure, or after a crash between landing and forgetting it)
+        replaces its files instead of duplicating its rows.
+        """
         groups: dict[str, list[Mapping[str, Any]]] = {}
         for row in rows:
             groups.setdefault(_partition_path(row, partitions), []).append(row)
         written = []
         fschema = file_schema(schema, partitions)
+        name = f"part-{batch or new_batch_id()}.parquet"
         for part, group in groups.items():
             folder = f"{self.root}/{subdir}/{part}" if part else f"{self.root}/{subdir}"
             self.fs.create_dir(folder, recursive=True)
-            name = f"part-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}.parquet"
             table = _table(group, fschema)
             final = f"{folder}/{name}"
             if isinstance(self.fs, pafs.LocalFileSystem):
@@ -349,11 +364,34 @@ class LakeWriter(LakeReader):
             written.append(final)
         return written
 
-    def write_trials(self, rows: Iterable[Mapping[str, Any]]) -> list[str]:
-        return self._write(rows, TRIALS_DIR, TRIAL_SCHEMA, TRIAL_PARTITIONS)
+    def write_trials(self, rows: Iterable[Mapping[str, Any]], batch: str | None = None) -> list[str]:
+        return self._write(rows, TRIALS_DIR, TRIAL_SCHEMA, TRIAL_PARTITIONS, batch)
 
-    def write_baselines(self, rows: Iterable[Mapping[str, Any]]) -> list[str]:
-        return self._write(rows, BASELINES_DIR, BASELINE_SCHEMA, BASELINE_PARTITIONS)
+    def write_baselines(self, rows: Iterable[Mapping[str, Any]], batch: str | None = None) -> list[str]:
+        return self._write(rows, BASELINES_DIR, BASELINE_SCHEMA, BASELINE_PARTITIONS, batch)
+
+    def check_writable(self) -> None:
+        """Write and delete a small probe object in the lake and in each of its existing
+        table folders; raise `OSError` naming the place and the cause where that fails.
+
+        Run before Ray starts, so a lake that cannot take rows costs no GPU time.
+        """
+        places = [self.root]
+        for subdir in (TRIALS_DIR, BASELINES_DIR):
+            path = f"{self.root}/{subdir}"
+            kind = self.fs.get_file_info(path).type
+            if kind == pafs.FileType.Directory:
+                places.append(path)
+            elif kind != pafs.FileType.NotFound:
+                raise OSError(f"{path} is a file, not a folder")
+        for place in places:
+            probe = f"{place}/.write-probe-{uuid.uuid4().hex[:12]}"
+            try:
+                with self.fs.open_output_stream(probe) as out:
+                    out.write(b"diffaccel write probe\n")
+                self.fs.delete_file(probe)
+            except OSError as e:
+                raise OSError(f"cannot write into {place}: {e}") from None
 
     def write_sweep(self, spec: Any, sweep_id: str, device_kind: str | None = None) -> list[str]:
         """Record a sweep run: its spec's name, metric and budgets, so readers can name the
@@ -371,6 +409,11 @@ class LakeWriter(LakeReader):
 
 # The writer's former name; tests and benches of other modules still import it.
 Lake = LakeWriter
+
+
+def new_batch_id() -> str:
+    """A write batch's name: sortable by time, unique by its random tail."""
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
 
 
 def params_json(params: Mapping[str, Any]) -> str:

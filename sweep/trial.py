@@ -452,6 +452,65 @@ class TrialSession:
         return self.trial_row(acc, quality=q, speed=speed, compute_ratio=ratio, phase=phase,
                               sweep_id=sweep_id, started_at=started, key_inputs=inputs)
 
+    def sweep_trial(
+        self,
+        acc: Acceleration,
+        prompts: Sequence[str],
+        seeds: Sequence[int],
+        *,
+        phase: str,
+        metric: str,
+        budgets: Sequence[float],
+        clearly_over: Callable[[list[float]], bool],
+        settings: dict[str, Any],
+        sweep_id: str | None = None,
+        on_prompt: Callable[[int, float], None] | None = None,
+        key_inputs: Mapping[str, Any] | None = None,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """One trial of a sweep, screen or confirm: (its lake row, timing figures).
+
+        Quality one (prompt, seed) pair at a time, `on_prompt(done, loss)` after each but
+        the last; a screen trial whose losses are `clearly_over` every budget ends there
+        as ``stopped``, untimed (a confirmation re-measures a point that already passed,
+        so it never stops). Survivors get their compute ratio (``settings["count_flops"]``:
+        always, on confirmation, never) and their speed: a fixed ``screen_pairs`` when
+        screening; at least ``confirm_pairs`` and up to three times that, until
+        ``ci_target``, when confirming. `settings` is `spec.Measure` as a dict.
+        """
+        from sweep.quality import loss as quality_loss
+
+        started = measure.utc_now()
+        t0 = time.monotonic()
+        busy0 = self.pipeline_seconds
+        confirm = phase == lake_schema.CONFIRM
+        summary, status, stop_reason, done = None, lake_schema.OK, None, 0
+        for summary in self.iter_quality(acc, prompts, seeds):
+            done = summary.n_prompts
+            losses = [quality_loss(metric, ssim=p.ssim, clip_score=p.clip_score, clip_score_base=p.clip_score_base)
+                      for p in summary.prompts]
+            if done < len(prompts) and on_prompt is not None:
+                on_prompt(done, summary.loss(metric))
+            if not confirm and clearly_over(losses):
+                status = lake_schema.STOPPED
+                stop_reason = (f"quality loss ({metric}) {summary.loss(metric):.4f} after {done} of "
+                               f"{len(prompts)} prompt(s) is clearly over every budget (max {max(budgets):g})")
+                break
+        timed_s, ratio, speed = 0.0, None, None
+        if status == lake_schema.OK:
+            if settings["count_flops"] == "always" or (settings["count_flops"] == "confirm" and confirm):
+                ratio = self.compute_ratio(acc, prompt=prompts[0], seed=seeds[0])
+            n = settings["confirm_pairs" if confirm else "screen_pairs"]
+            speed = self.speed(acc, prompt=prompts[0], seed=seeds[0], target_halfwidth=settings["ci_target"],
+                               min_pairs=n, max_pairs=3 * n if confirm else n)
+            timed_s = sum(speed.baseline_times) + sum(speed.accel_times)
+        inference_s = time.monotonic() - t0
+        self.release()
+        row = self.trial_row(acc, quality=summary, speed=speed, compute_ratio=ratio, status=status,
+                             phase=phase, final=confirm, sweep_id=sweep_id, stop_reason=stop_reason,
+                             started_at=started, key_inputs=key_inputs)
+        return row, {"prompts_done": done, "timed_seconds": timed_s, "inference_seconds": inference_s,
+                     "pipeline_seconds": self.pipeline_seconds - busy0}
+
 
 def _complete(row: dict[str, Any], schema) -> dict[str, Any]:
     """Every schema column, in schema order; a key outside the schema is a bug."""

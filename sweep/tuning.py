@@ -2,7 +2,13 @@
 ready, and a callback that lands every trial event in the lake at once.
 
 Kept apart from `sweep.driver` so that importing the driver (the CLI does, for
-`--help`) never imports Ray.
+`--help`) never imports Ray; what both need lives in `sweep.bookkeeping`.
+
+A failed lake write must stop the sweep, but Tune swallows exceptions raised in
+callbacks. So `LakeSink` keeps the rows it could not write in the spool
+(`sweep.spool`), records the failure, and from then on spools every row; `PlanSearcher`
+hands out no more trials and `StopOnWriteFailure` stops the running ones. The driver
+raises `LakeWriteError` once `fit()` returns.
 """
 
 from __future__ import annotations
@@ -13,12 +19,14 @@ from typing import Any
 
 from ray.tune import Callback
 from ray.tune.search import Searcher
+from ray.tune.stopper import Stopper
 
+from sweep.bookkeeping import Progress, SweepContext, SweepSummary, error_text, outcome_of
 from sweep.catalog import config_dict
-from sweep.driver import Progress, SweepContext, SweepSummary, error_text, outcome_of
-from sweep.lake import Lake
-from sweep.lake_schema import FAILED, PRUNED
+from sweep.lake import Lake, new_batch_id
+from sweep.lake_schema import BASELINES_DIR, FAILED, PRUNED, TRIALS_DIR
 from sweep.pruning import Outcome, SweepState, Task
+from sweep.spool import Spool
 
 log = logging.getLogger("diffaccel.sweep")
 
@@ -32,6 +40,8 @@ class PlanSearcher(Searcher):
         self.sink = sink
 
     def suggest(self, trial_id: str):
+        if self.sink.failure is not None:
+            return self.FINISHED  # the lake cannot take rows: start nothing more
         task = self.state.next_task()
         self.sink.flush_pruned()
         if task is None:
@@ -45,12 +55,30 @@ class PlanSearcher(Searcher):
         pass
 
 
+class StopOnWriteFailure(Stopper):
+    """Stops every running trial once the sink could not write to the lake."""
+
+    def __init__(self, sink: LakeSink):
+        self.sink = sink
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return self.sink.failure is not None
+
+    def stop_all(self) -> bool:
+        return self.sink.failure is not None
+
+
 class LakeSink(Callback):
     """Turns Tune's trial events into lake rows, written at once."""
 
     def __init__(self, lake: Lake, ctx: SweepContext, state: SweepState, progress: Progress,
-                 summary: SweepSummary):
+                 summary: SweepSummary, spool: Spool | None = None):
         self.lake = lake
+        self.spool = spool or Spool(lake.uri)
+        self.failure: str | None = None  # the first failed write, in words
+        self.spooled = 0  # rows kept in the spool
+        self.unspooled: list[tuple[str, list[dict[str, Any]]]] = []  # rows not even the spool took
+        self.spool_failure: str | None = None
         self.ctx = ctx
         self.state = state
         self.progress = progress
@@ -62,9 +90,33 @@ class LakeSink(Callback):
     def _write(self, rows: list[dict[str, Any]]) -> None:
         pruned = self._take_pruned()
         if rows or pruned:
-            self.lake.write_trials(rows + pruned)
-            self.summary.rows_written += len(rows) + len(pruned)
+            if self._store(TRIALS_DIR, rows + pruned):
+                self.summary.rows_written += len(rows) + len(pruned)
         self.progress.update()
+
+    def _store(self, table: str, rows: list[dict[str, Any]]) -> bool:
+        """Write rows to the lake, or keep them in the spool once a write has failed;
+        True when they reached the lake. Never raises for a lake error: Tune would
+        swallow it (see module doc)."""
+        batch = new_batch_id()
+        if self.failure is None:
+            try:
+                if table == TRIALS_DIR:
+                    self.lake.write_trials(rows, batch=batch)
+                else:
+                    self.lake.write_baselines(rows, batch=batch)
+                return True
+            except Exception as e:  # noqa: BLE001 - any failure to write must stop the sweep
+                self.failure = f"{type(e).__name__}: {e}"
+        # Kept under the same batch name: files of the batch that did reach the lake
+        # are replaced when it lands, not duplicated.
+        try:
+            self.spool.keep(table, rows, batch)
+            self.spooled += len(rows)
+        except Exception as e:  # noqa: BLE001 - kept in memory; the driver dumps them
+            self.unspooled.append((table, rows))
+            self.spool_failure = f"{type(e).__name__}: {e}"
+        return False
 
     def _take_pruned(self) -> list[dict[str, Any]]:
         rows = [self.ctx.base_row(task, PRUNED, stop_reason=reason) for task, reason in self.state.pruned]
@@ -88,6 +140,11 @@ class LakeSink(Callback):
         self.handled.add(trial.trial_id)
         result = trial.last_result or {}
         if "row_json" not in result:
+            if self.failure is not None:
+                return  # stopped because the lake failed: no verdict; a rerun runs it
+            if trial.status == "ERROR":
+                self._fail(task, self._error_of(trial))
+                return
             # The function ended without a row: treat it as a failure, never as silence.
             self._fail(task, "the trial ended without reporting a result row")
             return
@@ -98,9 +155,9 @@ class LakeSink(Callback):
             brow = json.loads(base)
             if brow.get("baseline_key") not in self.baselines:
                 self._restore_types(brow)
-                self.lake.write_baselines([brow])
+                if self._store(BASELINES_DIR, [brow]):
+                    self.summary.baselines_written += 1
                 self.baselines.add(brow["baseline_key"])
-                self.summary.baselines_written += 1
         if row.get("trial_key") != task.key:
             log.warning("worker measured %s under key %s, the driver expected %s (a heterogeneous "
                         "cluster?); the row keeps the worker's key", task.acc.tag, row.get("trial_key"), task.key)
@@ -123,9 +180,37 @@ class LakeSink(Callback):
         if task is None or trial.trial_id in self.handled:
             return
         self.handled.add(trial.trial_id)
-        err = trial.get_pickled_error() if hasattr(trial, "get_pickled_error") else None
-        text = error_text(err) if err is not None else "the trial failed (no error recorded)"
-        self._fail(task, text)
+        self._fail(task, self._error_of(trial))
+
+    def on_step_end(self, iteration, trials, **info):
+        # Tune ends some trials in ERROR without calling `on_trial_error` (an actor that
+        # could not be reset for reuse): catch them here, so no point stays "running".
+        for trial in trials:
+            if trial.trial_id in self.tasks and trial.trial_id not in self.handled \
+                    and trial.status in ("ERROR", "TERMINATED"):
+                self.on_trial_complete(iteration, trials, trial)
+
+    @staticmethod
+    def _error_of(trial) -> str:
+        """The trial's real error. Tune pickles only Ray task and actor errors; any other
+        (a failed actor reset, a Tune error) is kept only as text in its error file,
+        which is where "no error recorded" came from."""
+        try:
+            err = trial.get_pickled_error()
+        except Exception:  # noqa: BLE001 - an unreadable error file must not hide the text one
+            err = None
+        if err is not None:
+            return error_text(err)
+        try:
+            text = trial.get_error()
+        except Exception:  # noqa: BLE001
+            text = None
+        if text:
+            lines = [ln for ln in str(text).strip().splitlines() if ln.strip() and not ln.startswith("Failure #")]
+            if lines:
+                return " | ".join(lines[-5:])
+        return (f"Ray Tune ended the trial ({trial.status}) after {trial.num_failures} failure(s) "
+                "and kept no error text: its worker process probably died (out of memory?)")
 
     def _fail(self, task: Task, text: str) -> None:
         row = self.ctx.base_row(task, FAILED, error=text[-2000:])
