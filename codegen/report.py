@@ -33,7 +33,8 @@ from sweep.lake_schema import OK, STATUSES
 CONFIG = ("device_kind", "model", "scheduler", "steps", "resolution")
 MAX_SCATTERS = 24
 RANDOM_PRESETS = ("arch", "tiny")
-METRIC_LABEL = {"ssim": "1 − SSIM vs. baseline", "clip": "relative CLIP-score drop vs. baseline"}
+METRIC_LABEL = {"ssim": "1 − SSIM vs. baseline", "clip": "relative CLIP-score drop vs. baseline",
+                "judge": "relative judge-score drop vs. baseline"}
 # One colour per combination, the same in every chart (matplotlib's tab10).
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf"]
@@ -411,7 +412,7 @@ def report_cmd(
     lake: str = typer.Option(..., "--lake", help="lake folder or pyarrow.fs URI"),
     out: Path = typer.Option(..., "--out", help="folder for index.html and its images"),
     budget: float = typer.Option(DEFAULT_BUDGET, help="largest quality loss allowed"),
-    metric: str = typer.Option(DEFAULT_METRIC, help="quality metric of the budget: ssim or clip"),
+    metric: str = typer.Option(DEFAULT_METRIC, help="quality metric of the budget: ssim, clip or judge"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="say which chart is being drawn"),
 ) -> None:
     """Write an HTML report of the lake: Pareto charts, bounds per method, sweep outcome, versions."""

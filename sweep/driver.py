@@ -301,7 +301,8 @@ def run_sweep(spec: SweepSpec, lake_uri: str, *, address: str | None = None,
             settings = {"prompts": prompts, "seeds": list(spec.seeds), "metric": spec.metric,
                         "budgets": list(spec.budgets), "measure": spec.measure.__dict__,
                         "early_stop": spec.early_stop.__dict__, "dtype": dtype,
-                        "clip_model": spec.clip_model, "sweep_id": ctx.sweep_id,
+                        "clip_model": spec.clip_model, "judge_model": spec.judge_model_path(),
+                        "sweep_id": ctx.sweep_id,
                         "known_baselines": sorted(lake.existing_baseline_keys())}
             trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)
             tuner = tune.Tuner(

@@ -35,7 +35,8 @@ from sweep import shapes
 CONFIG_NAME = "judge.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT = "diffaccel-shapes-judge"
-DEFAULT_JUDGE = Path(__file__).resolve().parent.parent / "datasets" / "models" / "shapes-judge"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_JUDGE = REPO_ROOT / "datasets" / "models" / "shapes-judge"
 
 NONE = "none"
 # The axis of each relation, and whether its first-named object is the top/left one.

@@ -26,6 +26,7 @@ Shape (every key but `models` and `methods` has a default; unknown keys are erro
     measure: {screen_pairs: 2, confirm_pairs: 6, ci_target: 0.05}
     early_stop: {enabled: true, prune: true, min_prompts: 1, margin: 0.5}
     clip_model: null
+    judge_model: null              # a judge folder (datasets/models/shapes-judge) for metric: judge
 
 Validity of grid values is judged per config, because the limits depend on it
 (gate_step <= steps, cache_branch_id < the family's skip branches, max_downsample=1
@@ -72,12 +73,14 @@ from sweep.lake_schema import BUDGET_METRICS
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PROMPTS = "datasets/prompts/default.txt"
 DEFAULT_SPEC = "datasets/sweeps/default.yaml"
+DEFAULT_JUDGE = "datasets/models/shapes-judge"
+JUDGE_CONFIG = "judge.json"  # sweep.judge.CONFIG_NAME; not imported from there, which needs torch
 DTYPES = ("auto", "float16", "float32", "bfloat16")
 
 _TOP_KEYS = {
     "name", "description", "models", "schedulers", "steps", "resolutions", "batch", "dtype",
     "guidance_scale", "methods", "combos", "prompts", "seeds", "quality", "measure",
-    "early_stop", "clip_model",
+    "early_stop", "clip_model", "judge_model",
 }
 _MODEL_KEYS = {"model", "preset", "model_path"}
 _PROMPT_KEYS = {"file", "count"}
@@ -168,6 +171,7 @@ class SweepSpec:
     measure: Measure = field(default_factory=Measure)
     early_stop: EarlyStop = field(default_factory=EarlyStop)
     clip_model: str | None = None
+    judge_model: str | None = None
     description: str = ""
     # Where relative paths (the prompts file) are resolved from.
     base_dir: str = "."
@@ -220,8 +224,13 @@ class SweepSpec:
                            "min_prompts": self.early_stop.min_prompts, "margin": self.early_stop.margin,
                            "speculate": self.early_stop.speculate},
             "clip_model": self.clip_model,
+            "judge_model": self.judge_model,
         })
         return out
+
+    def judge_model_path(self) -> str | None:
+        """The judge folder resolved like the prompts file (workers may run elsewhere)."""
+        return None if self.judge_model is None else resolve_path(self.judge_model, self.base_dir)
 
 
 def resolve_path(path: str, base_dir: str = ".") -> str:
@@ -530,21 +539,32 @@ def validate(data: Any, source: str = "spec", base_dir: str = ".") -> SweepSpec:
     if metric == "clip" and not clip_model:
         probs.add("clip_model", "quality.metric is 'clip' but no CLIP model is given: set clip_model to a "
                   "hub id (e.g. openai/clip-vit-large-patch14) or a local folder, or use metric: ssim")
+    judge_model = top.get("judge_model")
+    if metric == "judge" and not judge_model:
+        probs.add("judge_model", "quality.metric is 'judge' but no judge model is given: set judge_model to "
+                  f"a judge folder (the shipped one is {DEFAULT_JUDGE}), or use metric: ssim")
+    elif judge_model and not (Path(resolve_path(str(judge_model), base_dir)) / JUDGE_CONFIG).is_file():
+        probs.add("judge_model", f"{judge_model!r} is not a judge folder (no {JUDGE_CONFIG} in it): point it "
+                  f"at one written by training/train_judge.py, such as {DEFAULT_JUDGE}")
     spec = SweepSpec(
         name=name, models=tuple(models), schedulers=tuple(schedulers), steps=tuple(steps),
         resolutions=tuple(resolutions), batch=batch, dtype=dtype, guidance_scale=guidance,
         methods=methods, combos=tuple(combos), prompts_file=prompts_file,
         prompt_count=prompt_count, seeds=tuple(seeds), metric=metric, budgets=tuple(sorted(budgets)),
         measure=measure, early_stop=early, clip_model=None if clip_model is None else str(clip_model),
+        judge_model=None if judge_model is None else str(judge_model),
         description=str(top.get("description", "")), base_dir=base_dir,
     )
     if Path(resolved).is_file():
         from sweep.prompts import PromptFileError
 
         try:
-            spec.prompts()
+            prompts = spec.prompts()
         except PromptFileError as e:
             probs.add("prompts", str(e))
+        else:
+            if spec.judge_model:
+                _check_judge_prompts(prompts, probs)
     # Grid values no config can use are errors; judging them needs the configs, so this
     # runs whenever models and combos parsed, alongside the other problems.
     if models and combos and steps and schedulers:
@@ -555,6 +575,19 @@ def validate(data: Any, source: str = "spec", base_dir: str = ".") -> SweepSpec:
     if probs.items:
         raise SpecError(probs.items, source)
     return spec
+
+
+def _check_judge_prompts(prompts: list[str], probs) -> None:
+    """The judge reads shapes captions only: a prompt it cannot parse fails here, not on a GPU."""
+    from sweep.shapes import parse_caption
+
+    for i, prompt in enumerate(prompts):
+        try:
+            parse_caption(prompt)
+        except ValueError as e:
+            probs.add("prompts", f"prompt {i + 1} cannot be judged ({e}): with a judge_model, use prompts "
+                      "written as shapes captions")
+            return
 
 
 def _combo_applies(combo: str, fam_name: str) -> bool:

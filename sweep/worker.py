@@ -47,7 +47,7 @@ def _torch_dtype(name: str):
     return {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}[name]
 
 
-def session_for(cfg: PipelineConfig, dtype: str, clip_model: str | None):
+def session_for(cfg: PipelineConfig, dtype: str, clip_model: str | None, judge_model: str | None = None):
     """(session, loaded): the resident session for `cfg`, and whether this call had to
     load it (evicting another first)."""
     import torch
@@ -56,7 +56,7 @@ def session_for(cfg: PipelineConfig, dtype: str, clip_model: str | None):
     from sweep.trial import TrialSession, default_device
 
     device = default_device()
-    key = (cfg, device, dtype, clip_model)
+    key = (cfg, device, dtype, clip_model, judge_model)
     loaded = _SESSION["key"] != key
     if loaded:
         old = _SESSION["session"]
@@ -68,7 +68,8 @@ def session_for(cfg: PipelineConfig, dtype: str, clip_model: str | None):
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
         quiet_libraries()
-        _SESSION["session"] = TrialSession(cfg, device=device, dtype=_torch_dtype(dtype), clip_model=clip_model)
+        _SESSION["session"] = TrialSession(cfg, device=device, dtype=_torch_dtype(dtype), clip_model=clip_model,
+                                           judge_model=judge_model)
         _SESSION["key"] = key
     return _SESSION["session"], loaded
 
@@ -86,7 +87,6 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     from ray import tune
 
     from sweep import measure
-    from sweep.quality import loss as quality_loss
 
     started = measure.utc_now()
     t0 = time.monotonic()
@@ -96,7 +96,7 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     rule = EarlyStop(**settings["early_stop"])
     budgets = settings["budgets"]
     metric = settings["metric"]
-    session, loaded = session_for(cfg, settings["dtype"], settings.get("clip_model"))
+    session, loaded = session_for(cfg, settings["dtype"], settings.get("clip_model"), settings.get("judge_model"))
     load_s = time.monotonic() - t0
     prompts, seeds = evaluation_pairs(settings["prompts"], settings["seeds"])
     common = {"node_id": ray.get_runtime_context().get_node_id(), "key": config["key"],
@@ -109,8 +109,7 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     done = 0
     for summary in session.iter_quality(acc, prompts, seeds):
         done = summary.n_prompts
-        losses = [quality_loss(metric, ssim=p.ssim, clip_score=p.clip_score, clip_score_base=p.clip_score_base)
-                  for p in summary.prompts]
+        losses = [p.loss(metric) for p in summary.prompts]
         if done < len(prompts):
             tune.report({"prompts_done": done, "loss": summary.loss(metric), **common})
         # Confirmation re-measures a point that already passed: never cut it short.
