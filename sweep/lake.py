@@ -108,12 +108,12 @@ class Lake:
         return self._write(rows, BASELINES_DIR, BASELINE_SCHEMA, BASELINE_PARTITIONS)
 
     # ------------------------------------------------------------------ keys
-    def _dataset(self, subdir: str) -> ds.Dataset | None:
+    def _dataset(self, subdir: str, schema: pa.Schema | None = None) -> ds.Dataset | None:
         path = f"{self.root}/{subdir}"
         info = self.fs.get_file_info(path)
         if info.type == pafs.FileType.NotFound:
             return None
-        return ds.dataset(path, filesystem=self.fs, format="parquet", partitioning="hive",
+        return ds.dataset(path, filesystem=self.fs, format="parquet", partitioning="hive", schema=schema,
                           exclude_invalid_files=False,
                           ignore_prefixes=[".", "_"])
 
@@ -131,7 +131,9 @@ class Lake:
 
     def trial_columns(self, columns: list[str]) -> list[dict[str, Any]]:
         """`columns` of every stored trial row (what a resumed sweep needs to prune from)."""
-        dset = self._dataset(TRIALS_DIR)
+        # The full schema, not the first file's: a column newer than some files (say
+        # quality_loss_judge) then reads as null there instead of failing the resume.
+        dset = self._dataset(TRIALS_DIR, TRIAL_SCHEMA)
         return [] if dset is None else dset.to_table(columns=columns).to_pylist()
 
     def existing_baseline_keys(self) -> set[str]:

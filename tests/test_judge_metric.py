@@ -138,3 +138,21 @@ def test_judge_loss_rises_when_images_lose_their_content():
     mush = images.mean(dim=(2, 3), keepdim=True).expand_as(images)
     assert quality.loss("judge", judge_score=base, judge_score_base=base) == 0
     assert quality.loss("judge", judge_score=float(np.mean(j.score(mush, captions))), judge_score_base=base) > 0.3
+
+
+def test_resuming_a_judge_sweep_reads_lakes_older_than_the_judge_columns(tmp_path):
+    """A lake with files written before the judge columns existed still resumes under
+    metric judge: those rows read as unmeasured instead of failing the sweep."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sweep.driver import stored_outcomes
+
+    part = tmp_path / "lake" / "trials" / "model=sd15" / "method=deepcache"
+    part.mkdir(parents=True)
+    old = {"trial_key": ["old"], "phase": ["screen"], "status": ["ok"], "speedup": [1.5]}
+    pq.write_table(pa.table(old), part / "part-0.parquet")  # sorts first: the schema pyarrow would infer
+    pq.write_table(pa.table({**old, "trial_key": ["new"], "quality_loss_judge": [0.25]}), part / "part-1.parquet")
+    got = stored_outcomes(Lake(str(tmp_path / "lake")), "judge")
+    assert got["old"][1].loss is None and got["new"][1].loss == 0.25
+    assert got["new"][1].speedup == 1.5 and got["old"][0] == {"screen"}
