@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 from engine_helpers import STEPS, one_thread  # noqa: F401
-from sweep_helpers import ROOT, tiny
+from sweep_helpers import ROOT, tiny, trial_rows
 from typer.testing import CliRunner
 
 from codegen import texts
@@ -156,3 +156,30 @@ def test_resuming_a_judge_sweep_reads_lakes_older_than_the_judge_columns(tmp_pat
     got = stored_outcomes(Lake(str(tmp_path / "lake")), "judge")
     assert got["old"][1].loss is None and got["new"][1].loss == 0.25
     assert got["new"][1].speedup == 1.5 and got["old"][0] == {"screen"}
+
+
+@pytest.mark.slow
+def test_tiny_sweep_under_metric_judge_on_real_ray(tmp_path):
+    """driver -> Ray worker -> lake: the judge travels to the worker, its loss decides,
+    and a rerun under metric judge skips every stored point."""
+    ray = pytest.importorskip("ray")
+    from sweep.driver import run_sweep
+
+    spec = S.validate(tiny(quality={"metric": "judge", "budgets": [1.0]}, judge_model=JUDGE_DIR,
+                           prompts=_shapes_prompts(tmp_path),
+                           methods={"deepcache": {"cache_interval": [2, 3], "cache_branch_id": 0}}),
+                      base_dir=str(tmp_path))
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        lake = tmp_path / "lake"
+        run_sweep(spec, str(lake), progress=False)
+        rows = trial_rows(lake)
+        again = run_sweep(spec, str(lake), progress=False)
+    finally:
+        ray.shutdown()
+    assert rows and all(r["judge_model"] == JUDGE_DIR and r["judge_score_base"] is not None for r in rows)
+    for r in rows:
+        if r["judge_score_base"] > 0:
+            assert r["quality_loss_judge"] == pytest.approx(
+                (r["judge_score_base"] - r["judge_score"]) / r["judge_score_base"])
+    assert again.rows_written == 0 and again.skipped == 2
