@@ -1,0 +1,87 @@
+"""The judge's accuracy on a trained model's own images (the baseline of every trial).
+
+    python training/judge_on_model.py                       # shapes model, DDIM, 25 steps, CPU
+    python training/judge_on_model.py --n 96 --json out.json
+
+Captions come from the generator (`shapes.samples(CAPTION_SEED)`); each is generated
+once by the baseline pipeline, loaded and called exactly as a trial's baseline is
+(`TrialSession.baseline_images`, seed = the caption's index), and judged against its
+own caption. Prints the mean fraction of attributes recognised (what `judge_score`
+averages), per attribute, and the same on the generator's own rendering of those
+captions for reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+CAPTION_SEED = 20_000  # not a training chunk of the judge (1000+) nor of the shapes model (0..)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="shapes", help="family of the pipeline to judge")
+    ap.add_argument("--preset", default="hub", help="its preset")
+    ap.add_argument("--model-path", default=None, help="its folder, where the preset takes one")
+    ap.add_argument("--scheduler", default="ddim")
+    ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--n", type=int, default=64, help="captions to generate and judge")
+    ap.add_argument("--judge", default=None, help="judge folder (default: the shipped one)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--json", type=Path, default=None, help="also write the summary here")
+    args = ap.parse_args(argv)
+
+    from sweep import judge, shapes
+    from sweep.catalog import PipelineConfig
+    from sweep.pipelines import quiet_libraries
+    from sweep.trial import TrialSession
+
+    quiet_libraries()
+    j = judge.load_judge(args.judge or judge.DEFAULT_JUDGE)
+    pairs = list(shapes.samples(CAPTION_SEED, args.n))
+    scenes = [s for _, s in pairs]
+    cfg = PipelineConfig(model=args.model, scheduler=args.scheduler, steps=args.steps, preset=args.preset,
+                         model_path=args.model_path)
+    t0 = time.monotonic()
+    hits, scores = [], []
+    with TrialSession(cfg, device=args.device) as session:
+        for i, scene in enumerate(scenes):
+            images = session.baseline_images(scene.caption(), i)
+            scores += j.score(images, [scene.caption()] * len(images))
+            hits += j.attribute_hits(images, [scene] * len(images))
+            if (i + 1) % max(1, args.n // 8) == 0:
+                print(f"[judge] {i + 1}/{args.n} images, running accuracy {sum(scores) / len(scores):.3f}",
+                      file=sys.stderr, flush=True)
+        resolved = session.cfg
+    truth = j.score(judge.pil_to_tensor([im for im, _ in pairs]), [s.caption() for s in scenes])
+    per_attr = {}
+    for name in sorted({k for h in hits for k in h}):
+        seen = [h[name] for h in hits if name in h]
+        per_attr[name] = round(sum(seen) / len(seen), 4)
+    out = {
+        "command": "python training/judge_on_model.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "model": args.model, "preset": args.preset, "model_path": resolved.model_path,
+        "scheduler": args.scheduler, "steps": args.steps, "resolution": resolved.resolution,
+        "guidance_scale": resolved.guidance_scale, "n_images": len(scores), "caption_seed": CAPTION_SEED,
+        "attribute_accuracy": round(sum(scores) / len(scores), 4),
+        "per_attribute": per_attr,
+        "all_attributes_right": round(sum(s == 1.0 for s in scores) / len(scores), 4),
+        "generator_images_accuracy": round(sum(truth) / len(truth), 4),
+        "seconds": round(time.monotonic() - t0, 1),
+    }
+    print(json.dumps(out, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    main()
