@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--judge", default=None, help="judge folder (default: the shipped one)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", type=Path, default=None, help="also write the summary here")
+    ap.add_argument("--grid", type=Path, default=None,
+                    help="also save a PNG: model images above the generator's, with the judge's misses")
     args = ap.parse_args(argv)
 
     from sweep import judge, shapes
@@ -50,10 +52,11 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = PipelineConfig(model=args.model, scheduler=args.scheduler, steps=args.steps, preset=args.preset,
                          model_path=args.model_path)
     t0 = time.monotonic()
-    hits, scores = [], []
+    hits, scores, shown = [], [], []
     with TrialSession(cfg, device=args.device) as session:
         for i, scene in enumerate(scenes):
             images = session.baseline_images(scene.caption(), i)
+            shown.append(images[0])
             scores += j.score(images, [scene.caption()] * len(images))
             hits += j.attribute_hits(images, [scene] * len(images))
             if (i + 1) % max(1, args.n // 8) == 0:
@@ -78,9 +81,34 @@ def main(argv: list[str] | None = None) -> dict:
         "seconds": round(time.monotonic() - t0, 1),
     }
     print(json.dumps(out, indent=2))
+    if args.grid:
+        _grid(args.grid, shown, [im for im, _ in pairs], hits[::max(1, len(hits) // len(shown))])
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
     return out
+
+
+def _grid(path: Path, model_images, truth_images, hits, cols: int = 16) -> None:
+    """Rows of `cols`: the model's image, the generator's rendering below it, and the
+    attributes the judge missed in the model's image under both."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    tile, text_h = 128, 40
+    rows = (len(model_images) + cols - 1) // cols
+    grid = Image.new("RGB", (cols * tile, rows * (2 * tile + text_h)), "white")
+    draw = ImageDraw.Draw(grid)
+    for i, (img, truth, hit) in enumerate(zip(model_images, truth_images, hits, strict=True)):
+        x, y = (i % cols) * tile, (i // cols) * (2 * tile + text_h)
+        arr = (img.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+        grid.paste(Image.fromarray(arr).resize((tile, tile)), (x, y))
+        grid.paste(truth.resize((tile, tile)), (x, y + tile))
+        missed = [k for k, ok in hit.items() if not ok]
+        draw.text((x + 2, y + 2 * tile + 2), ", ".join(missed[:3]) or "all right", fill="black")
+        if len(missed) > 3:
+            draw.text((x + 2, y + 2 * tile + 14), ", ".join(missed[3:6]), fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path, optimize=True)
 
 
 if __name__ == "__main__":
