@@ -42,6 +42,10 @@ class Family:
     tome_levels: tuple[int, ...]
     tgate_loader: str
     tgate_deepcache_loader: str | None
+    # `hub_id` is a folder shipped in this repository (relative to its root), not a hub
+    # id: the `hub` preset loads it with the same local-folder `from_pretrained` as
+    # `--model-path DIR`, and it is the preset a spec or a trial gets by default.
+    shipped: bool = False
 
 
 FAMILIES: dict[str, Family] = {
@@ -62,10 +66,21 @@ FAMILIES: dict[str, Family] = {
         Family("pixart_sigma", "PixArt-Σ", "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS",
                "PixArtSigmaPipeline", 1024, False, None, (),
                "TgatePixArtSigmaLoader", None),
+        # Trained in this repository (training/train_shapes.py) on the captioned scenes of
+        # sweep/shapes.py: SD 1.5's topology at small widths, 128 px, real image structure.
+        Family("shapes", "Shapes (trained here)", "datasets/models/shapes",
+               "StableDiffusionPipeline", 128, True, 12, (1, 2, 4, 8),
+               "TgateSDLoader", "TgateSDDeepCacheLoader", shipped=True),
     )
 }
 
 PRESETS = ("hub", "arch", "tiny")
+
+
+def default_preset(model: str) -> str:
+    """The preset a model gets when none is named: its trained weights where they ship
+    with the project (`shapes`), else `arch` (real shapes, random weights, offline)."""
+    return "hub" if family(model).shipped else "arch"
 
 
 def family(name: str) -> Family:
@@ -545,6 +560,6 @@ __all__ = [
     "PARAMS", "PARAM_OWNER", "PRESETS", "SCHEDULERS", "Acceleration", "ConfigError",
     "DeepCacheConfig", "Family", "ParamSpec", "PipelineConfig", "Scheduler", "TGateConfig",
     "ToMeConfig", "baseline_key", "canonical_combo", "check_combo_family", "compatibility_matrix",
-    "config_dict", "describe_methods", "family", "iter_points", "method_families", "parse_tag",
+    "config_dict", "default_preset", "describe_methods", "family", "iter_points", "method_families", "parse_tag",
     "scheduler", "stable_hash", "trial_key",
 ]

@@ -159,15 +159,18 @@ def format_trial(row: dict[str, Any]) -> str:
 
 @app.command()
 def trial(
-    model: str = typer.Option(..., "--model", help="sd15, sd21, sdxl, pixart_alpha or pixart_sigma."),
+    model: str = typer.Option(..., "--model", help="sd15, sd21, sdxl, pixart_alpha, pixart_sigma or shapes "
+                                                   "(the small model trained here)."),
     scheduler: str = typer.Option(..., "--scheduler", help="ddim, dpmpp, unipc, euler or pndm."),
     steps: int = typer.Option(..., "--steps", help="Denoising steps."),
     method: str = typer.Option(..., "--method", help="deepcache, tgate, tome or a combination, "
                                                      "e.g. deepcache+tgate."),
     param: list[str] = typer.Option([], "--param", help="NAME=VALUE, repeatable, e.g. cache_interval=3. "
                                                         "Unset parameters take their defaults."),
-    preset: str = typer.Option("arch", "--preset", help="hub (real weights), arch (real shapes, random "
-                                                        "weights, offline) or tiny (CPU tests)."),
+    preset: str | None = typer.Option(None, "--preset", help="hub (real weights), arch (real shapes, random "
+                                                               "weights, offline) or tiny (CPU tests); "
+                                                               "default: hub for shapes (its weights ship "
+                                                               "here), arch for the others."),
     resolution: int | None = typer.Option(None, "--resolution", help="Square size in pixels "
                                                                      "(default: the family's)."),
     batch: int = typer.Option(1, "--batch", help="Images per prompt."),
@@ -192,11 +195,13 @@ def trial(
     as_json: bool = typer.Option(False, "--json", help="Print the lake row as JSON."),
 ) -> None:
     """Measure ONE parameter point of one method combination against the baseline."""
-    from sweep.catalog import Acceleration, PipelineConfig
+    from sweep.catalog import Acceleration, PipelineConfig, default_preset
     from sweep.prompts import PromptFileError, load_prompts
 
     # Everything that can be wrong with the input is checked here, before a model loads.
     try:
+        if preset is None:
+            preset = default_preset(model)
         cfg = PipelineConfig(model=model, scheduler=scheduler, steps=steps, preset=preset,
                              resolution=resolution, batch=batch, model_path=model_path,
                              guidance_scale=guidance_scale)

@@ -304,6 +304,40 @@ TINY: dict[str, dict[str, Any]] = {
 
 
 def components(model: str, preset: str) -> dict[str, Any]:
-    """A deep copy of the component configs of `model` under `preset` ('arch' or 'tiny')."""
+    """A deep copy of the component configs of `model` under `preset` ('arch' or 'tiny').
+    `shapes` under 'arch' is the trained model's architecture with random weights."""
     table = {"arch": ARCH, "tiny": TINY}[preset]
     return copy.deepcopy(table[model])
+
+
+# The trained `shapes` model (datasets/models/shapes, trained by training/train_shapes.py):
+# SD 1.5's topology (block types, layers_per_block=2, so DeepCache's branch ids 0-11,
+# T-GATE's cross-attention and ToMe's blocks apply as at full size) at widths that fit
+# the shipped folder in 16 MB of fp16: 128 px images, 4x16x16 latents.
+SHAPES: dict[str, dict[str, Any]] = {
+    "unet": {
+        **_SD15_UNET,
+        "sample_size": 16,
+        "block_out_channels": [32, 64, 96, 96],
+        "attention_head_dim": 4,
+        "cross_attention_dim": 128,
+        "norm_num_groups": 16,
+    },
+    "vae": {**_SD_VAE, "block_out_channels": [32, 64, 64, 64], "layers_per_block": 1, "norm_num_groups": 16,
+            "sample_size": 128},
+    "text_encoder": {
+        **_CLIP_L, "vocab_size": TOKENIZER_VOCAB, "hidden_size": 128, "intermediate_size": 256,
+        "num_hidden_layers": 3, "num_attention_heads": 4, "projection_dim": 128,
+    },
+    "tokenizer": {"pad_token": "<|endoftext|>", "corpus": "shapes"},
+    "scheduler": ARCH["sd15"]["scheduler"],
+}
+
+
+ARCH["shapes"] = SHAPES
+TINY["shapes"] = TINY["sd15"]
+
+
+def components_shapes() -> dict[str, Any]:
+    """A deep copy of the `shapes` model's component configs."""
+    return copy.deepcopy(SHAPES)

@@ -72,13 +72,24 @@ def _learn_merges(words: list[str], n_merges: int) -> list[tuple[str, str]]:
     return merges
 
 
-@lru_cache(maxsize=1)
-def _clip_vocab_and_merges() -> tuple[dict[str, int], tuple[tuple[str, str], ...]]:
+def _shapes_corpus() -> str:
+    # The `shapes` model's captions use a closed vocabulary (sweep.shapes); repeating it
+    # makes each of its words a single token, learned before the general merges.
+    from sweep import shapes
+
+    words = [*shapes.SHAPES, *shapes.COLOURS, *shapes.SIZES, *shapes.BACKGROUNDS, *shapes.RELATIONS,
+             "a", "on", "background"]
+    return _CORPUS + " ".join(words * 20)
+
+
+@lru_cache(maxsize=2)
+def _clip_vocab_and_merges(corpus: str = "general") -> tuple[dict[str, int], tuple[tuple[str, str], ...]]:
     alphabet = _byte_alphabet()
     vocab = {c: i for i, c in enumerate(alphabet)}
     for c in alphabet:
         vocab[c + "</w>"] = len(vocab)
-    merges = _learn_merges(re.findall(r"[a-z]+", _CORPUS.lower()), N_MERGES)
+    text = {"general": _CORPUS, "shapes": None}[corpus] or _shapes_corpus()
+    merges = _learn_merges(re.findall(r"[a-z]+", text.lower()), N_MERGES)
     for a, b in merges:
         vocab.setdefault(a + b, len(vocab))
     for s in _SPECIALS:
@@ -86,17 +97,19 @@ def _clip_vocab_and_merges() -> tuple[dict[str, int], tuple[tuple[str, str], ...
     return vocab, tuple(merges)
 
 
-def clip_tokenizer(pad_token: str = "<|endoftext|>"):
+def clip_tokenizer(pad_token: str = "<|endoftext|>", corpus: str = "general"):
     """A CLIP BPE tokenizer (77 positions). SD 1.5 pads with ``<|endoftext|>``;
-    SD 2.1 and SDXL's second encoder pad with ``!``."""
+    SD 2.1 and SDXL's second encoder pad with ``!``. `corpus` 'shapes' learns the merges
+    with the `shapes` captions' words added (whole-word tokens; the trained `shapes`
+    model ships this tokenizer in its folder); 'general' is every other preset's."""
     from transformers import CLIPTokenizer
 
-    vocab, merges = _clip_vocab_and_merges()
+    vocab, merges = _clip_vocab_and_merges(corpus)
     return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), pad_token=pad_token, model_max_length=77)
 
 
-def clip_vocab_size() -> int:
-    return len(_clip_vocab_and_merges()[0])
+def clip_vocab_size(corpus: str = "general") -> int:
+    return len(_clip_vocab_and_merges(corpus)[0])
 
 
 @lru_cache(maxsize=1)

@@ -3,7 +3,9 @@
 Presets (see `catalog.PRESETS`):
 
 * ``hub``: the published checkpoint through ``from_pretrained`` (a hub id, or
-  `PipelineConfig.model_path`: another id or a local folder). What users run.
+  `PipelineConfig.model_path`: another id or a local folder). What users run. For
+  ``shapes`` it is the model trained here and shipped in ``datasets/models/shapes``,
+  loaded through the same local-folder path.
 * ``arch``: the real full-size architecture (configs in `sweep.model_configs`) with
   random weights and an offline tokenizer. Real shapes, hence real latency, FLOPs and
   memory, with no download; quality numbers are only meaningful relative to its own
@@ -62,6 +64,22 @@ def quiet_libraries() -> None:
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
 
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def shipped_path(model: str) -> str | None:
+    """The folder of a family whose weights ship with the project (``shapes``), else None."""
+    fam = catalog.family(model)
+    if not fam.shipped:
+        return None
+    path = REPO_ROOT / fam.hub_id
+    if not (path / "model_index.json").is_file():
+        raise ConfigError(f"the {model} model folder {str(path)!r} is missing or incomplete: restore it "
+                          f"from the repository (git checkout -- {fam.hub_id}) or retrain it with "
+                          "training/train_shapes.py")
+    return str(path)
+
+
 def _pipeline_class(model: str):
     import diffusers
 
@@ -101,7 +119,7 @@ def _build_offline(model: str, preset: str, device) -> dict[str, Any]:
     sched_cfg = spec["scheduler"]
     parts: dict[str, Any] = {"scheduler": getattr(diffusers, sched_cfg["_class_name"]).from_config(sched_cfg)}
     if catalog.family(model).has_unet:
-        clip_vocab = toks.clip_vocab_size()
+        clip_vocab = toks.clip_vocab_size(spec["tokenizer"].get("corpus", "general"))
         parts["tokenizer"] = toks.clip_tokenizer(**_tokenizer_kwargs(spec["tokenizer"]))
         with torch.device(device):
             parts["vae"] = diffusers.AutoencoderKL.from_config(spec["vae"])
@@ -153,7 +171,7 @@ def build(
     cls = _pipeline_class(model)
 
     if preset == "hub":
-        source = model_path or fam.hub_id
+        source = model_path or shipped_path(model) or fam.hub_id
         kwargs: dict[str, Any] = {"torch_dtype": dtype}
         if fam.has_unet and model != "sdxl":
             kwargs.update(safety_checker=None, requires_safety_checker=False)

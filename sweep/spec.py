@@ -65,6 +65,7 @@ from sweep.catalog import (
     PipelineConfig,
     canonical_combo,
     check_combo_family,
+    default_preset,
     family,
     scheduler,
 )
@@ -396,7 +397,7 @@ def validate(data: Any, source: str = "spec", base_dir: str = ".") -> SweepSpec:
         except ConfigError as e:
             probs.add(f"{mpath}.model", str(e))
             continue
-        preset = entry.get("preset", "arch")
+        preset = entry.get("preset", default_preset(str(entry["model"])))
         if preset not in PRESETS:
             probs.add(f"{mpath}.preset", f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
             continue

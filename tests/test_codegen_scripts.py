@@ -53,7 +53,7 @@ def rendered(tmp_path_factory):
 
 
 def test_every_family_and_combination_renders_ruff_clean(rendered):
-    assert len(rendered) == len(CASES) == 23
+    assert len(rendered) == len(CASES) == 30  # 7 combinations on 4 UNet families, T-GATE on 2 PixArts
     files = [str(p) for p in rendered.values()]
     lint = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--config",
                            str(REPO / "pyproject.toml"), *files], capture_output=True, text=True)
