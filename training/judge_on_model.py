@@ -4,9 +4,9 @@
     python training/judge_on_model.py --n 96 --json out.json
 
 Captions come from the generator (`shapes.samples(CAPTION_SEED)`); each is generated
-once by the baseline pipeline, loaded and called exactly as a trial's baseline is
-(`TrialSession.baseline_images`, seed = the caption's index), and judged against its
-own caption. Prints the mean fraction of attributes recognised (what `judge_score`
+once by the baseline pipeline, loaded and called with the arguments of a trial's
+baseline (`TrialSession.pipe`, `generation_kwargs`; seed = the caption's index), and
+judged against its own caption. Prints the mean fraction of attributes recognised (what `judge_score`
 averages), per attribute, and the same on the generator's own rendering of those
 captions for reference.
 """
@@ -35,12 +35,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--n", type=int, default=64, help="captions to generate and judge")
     ap.add_argument("--judge", default=None, help="judge folder (default: the shipped one)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch", type=int, default=16, help="captions per pipeline call")
     ap.add_argument("--json", type=Path, default=None, help="also write the summary here")
     ap.add_argument("--grid", type=Path, default=None,
-                    help="also save a PNG: model images above the generator's, with the judge's misses")
+                    help="also save a PNG of the first 32: model images above the generator's, "
+                         "with the judge's misses")
     args = ap.parse_args(argv)
 
-    from sweep import judge, shapes
+    from sweep import judge, methods, shapes
     from sweep.catalog import PipelineConfig
     from sweep.pipelines import quiet_libraries
     from sweep.trial import TrialSession
@@ -54,14 +56,19 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.monotonic()
     hits, scores, shown = [], [], []
     with TrialSession(cfg, device=args.device) as session:
-        for i, scene in enumerate(scenes):
-            images = session.baseline_images(scene.caption(), i)
-            shown.append(images[0])
-            scores += j.score(images, [scene.caption()] * len(images))
-            hits += j.attribute_hits(images, [scene] * len(images))
-            if (i + 1) % max(1, args.n // 8) == 0:
-                print(f"[judge] {i + 1}/{args.n} images, running accuracy {sum(scores) / len(scores):.3f}",
-                      file=sys.stderr, flush=True)
+        # The baseline pipeline and call arguments of a trial; captions go in batches
+        # (one seeded generator per image) since one call per image is slow on a CPU.
+        kwargs = session.generation_kwargs()
+        for start in range(0, len(scenes), args.batch):
+            part = scenes[start:start + args.batch]
+            images = methods.generate(session.pipe, [s.caption() for s in part],
+                                      generator=[methods.generator_for(start + k) for k in range(len(part))],
+                                      **kwargs).float().cpu()
+            shown += list(images)
+            scores += j.score(images, [s.caption() for s in part])
+            hits += j.attribute_hits(images, part)
+            print(f"[judge] {len(scores)}/{args.n} images, running accuracy {sum(scores) / len(scores):.3f}",
+                  file=sys.stderr, flush=True)
         resolved = session.cfg
     truth = j.score(judge.pil_to_tensor([im for im, _ in pairs]), [s.caption() for s in scenes])
     per_attr = {}
@@ -82,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     print(json.dumps(out, indent=2))
     if args.grid:
-        _grid(args.grid, shown, [im for im, _ in pairs], hits[::max(1, len(hits) // len(shown))])
+        _grid(args.grid, shown[:32], [im for im, _ in pairs][:32], hits[:32])
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
     return out
