@@ -217,10 +217,12 @@ def trial(
                 raise ConfigError(f"--clip-model {clip_model!r} is not a folder: pass a folder holding a "
                                   "CLIP model saved with save_pretrained, or a hub id")
         if judge_model is not None:
-            if not (judge_model.expanduser() / "judge.json").is_file():
-                raise ConfigError(f"--judge-model {str(judge_model)!r} is not a judge folder (no judge.json): "
-                                  "pass one written by training/train_judge.py, e.g. datasets/models/shapes-judge")
             from sweep.shapes import parse_caption
+            from sweep.spec import DEFAULT_JUDGE, JUDGE_CONFIG
+
+            if not (judge_model.expanduser() / JUDGE_CONFIG).is_file():
+                raise ConfigError(f"--judge-model {str(judge_model)!r} is not a judge folder (no {JUDGE_CONFIG}): "
+                                  f"pass one written by training/train_judge.py, e.g. {DEFAULT_JUDGE}")
 
             for p in prompts:
                 try:
@@ -241,8 +243,8 @@ def trial(
 
     quiet_libraries()
     row = run_trial(cfg, acc, prompts, device=device, clip_model=clip_model, judge_model=judge_model,
-                    measure_speed=not no_speed, min_pairs=min_pairs, max_pairs=max_pairs, target_halfwidth=target_halfwidth,
-                    progress=say)
+                    measure_speed=not no_speed, min_pairs=min_pairs, max_pairs=max_pairs,
+                    target_halfwidth=target_halfwidth, progress=say)
     if as_json:
         typer.echo(json.dumps({k: _jsonable(v) for k, v in row.items()}, indent=2))
     else:
