@@ -105,7 +105,7 @@ def _emit(df, fmt: str) -> None:
 def bounds_cmd(
     lake: str = typer.Option(..., "--lake", help="lake folder or pyarrow.fs URI"),
     budget: float = typer.Option(0.02, help="largest quality loss allowed"),
-    metric: str = typer.Option("ssim", help="quality metric of the budget: ssim or clip"),
+    metric: str = typer.Option("ssim", help="quality metric of the budget: ssim, clip or judge"),
     fmt: str = typer.Option("table", "--format", help="table, csv or json"),
     pareto: bool = typer.Option(False, "--pareto", help="print the Pareto front of each config instead"),
     wide: bool = typer.Option(False, "--wide", help="every column (the table shows config, method, "
@@ -152,7 +152,7 @@ def tasks_cmd(
     lake: str = typer.Option(..., "--lake", help="lake folder or pyarrow.fs URI"),
     out: Path = typer.Option(..., "--out", help="folder for tasks.jsonl (and missing-spec*.yaml)"),
     budget: float = typer.Option(0.02, help="largest quality loss allowed"),
-    metric: str = typer.Option("ssim", help="quality metric of the budget: ssim or clip"),
+    metric: str = typer.Option("ssim", help="quality metric of the budget: ssim, clip or judge"),
     scales: str = typer.Option(",".join(map(str, DEFAULT_SCALES)),
                                help="multiples of each config's bound: <1 easy, 1 normal, >1 hard"),
     strategy: str = typer.Option("lake", help="lake: the configs the lake holds; grid: every config of --spec"),

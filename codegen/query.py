@@ -40,7 +40,7 @@ def query_cmd(
     lake: str = typer.Option(..., "--lake", help="lake folder or pyarrow.fs URI (file://, s3://, ...)"),
     fmt: str = typer.Option("table", "--format", help="table, csv or json"),
     budget: float = typer.Option(0.02, help="quality budget of the `bounds` view"),
-    metric: str = typer.Option("ssim", help="quality metric of the `bounds` and `pareto` views: ssim or clip"),
+    metric: str = typer.Option("ssim", help="quality metric of the `bounds` and `pareto` views: ssim, clip or judge"),
     strict: bool = typer.Option(False, help="fail on a file the lake should not hold instead of skipping it"),
 ) -> None:
     """Run SQL over the lake (views trials, trials_all, baselines, bounds, pareto)."""

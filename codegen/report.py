@@ -42,7 +42,8 @@ from sweep.lake_schema import FAILED, OK, STATUSES
 CONFIG = ("device_kind", "model", "scheduler", "steps", "resolution")
 MAX_SCATTERS = 24
 RANDOM_PRESETS = ("arch", "tiny")
-METRIC_LABEL = {"ssim": "1 − SSIM vs. baseline", "clip": "relative CLIP-score drop vs. baseline"}
+METRIC_LABEL = {"ssim": "1 − SSIM vs. baseline", "clip": "relative CLIP-score drop vs. baseline",
+                "judge": "relative judge-score drop vs. baseline"}
 # One colour per combination, the same in every chart (matplotlib's tab10).
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf"]
@@ -602,7 +603,7 @@ def report_cmd(
     out: Path = typer.Option(..., "--out", help="folder for index.html and its images"),
     budget: list[float] = typer.Option(None, "--budget", help="a quality budget to show (repeat for more); "
                                        "default: the budgets of the sweeps' specs, else 0.02"),
-    metric: str = typer.Option(None, help="quality metric of the budgets: ssim or clip (default: the specs')"),
+    metric: str = typer.Option(None, help="quality metric of the budgets: ssim, clip or judge (default: the specs')"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="say which chart is being drawn"),
 ) -> None:
     """Write an HTML report of the lake: Pareto charts, bounds per method, sweep outcome, versions."""

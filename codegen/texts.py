@@ -71,7 +71,7 @@ def _finite_number(x) -> bool:
 
 
 # How a metric is named in a text (and read back).
-METRIC_TEXT = {"ssim": "1 − SSIM", "clip": "relative CLIP-score drop"}
+METRIC_TEXT = {"ssim": "1 − SSIM", "clip": "relative CLIP-score drop", "judge": "relative judge-score drop"}
 
 PHRASINGS = (
     "Write inference code for {model} with the {scheduler} scheduler and {steps} steps at "
@@ -184,7 +184,7 @@ _RES_RE = re.compile(r"(?<![\w.])(\d+)\s*[×x]\s*(\d+)(?![\w.])|(?<![\w.])(\d+)\
 _SPEEDUP_RE = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*[×x](?!\s*\d)", re.I)
 _BUDGET_RE = re.compile(r"quality\s+loss\D{0,40}?(?<![\w.])(\d*\.?\d+(?:e-?\d+)?)", re.I)
 _DEVICE_RE = re.compile(r"\b[Oo]n\s+(?:an?|one|the)\s+([A-Z][\w-]*\d[\w-]*|CPU|cpu)\b")
-_METRIC_RE = re.compile(r"\b(SSIM|CLIP)\b", re.I)
+_METRIC_RE = re.compile(r"\b(SSIM|CLIP|judge)\b", re.I)
 
 
 def _one(kind: str, found: set[str], text: str, expected: str, required: bool = True) -> str | None:

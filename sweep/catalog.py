@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -557,22 +558,29 @@ def baseline_key(cfg: PipelineConfig, device_kind: str, versions: Mapping[str, s
 
 
 def measurement_inputs(*, dtype: str, prompts: Sequence[str], seeds: Sequence[int],
-                       pairs: Mapping[str, Any], clip_model: str | None = None) -> dict[str, Any]:
+                       pairs: Mapping[str, Any], clip_model: str | None = None,
+                       judge_model: str | None = None) -> dict[str, Any]:
     """What a trial measures with besides its config and point, in the form keys hash.
 
     Any of these changes the numbers a trial row holds, so a spec that changes one must
     re-measure rather than find the old row: the dtype; the prompt set (a hash of the
     texts, in order, so editing the prompt file counts); the seeds; the pairs policy
     (`pairs`: the sweep's screen_pairs, confirm_pairs and ci_target, or a one-off
-    trial's min/max pairs and CI target); the CLIP model that scores quality.
+    trial's min/max pairs and CI target); the CLIP model that scores quality; the judge
+    that scores prompt adherence, by its folder's name (where it lives differs between
+    machines; which judge it is does not). The judge enters only when one is used, so
+    the keys of rows measured without one stay what they were.
     """
-    return {
+    out = {
         "dtype": str(dtype),
         "prompts": stable_hash([str(p) for p in prompts]),
         "seeds": [int(s) for s in seeds],
         "pairs": {k: pairs[k] for k in sorted(pairs)},
         "clip_model": clip_model or None,
     }
+    if judge_model:
+        out["judge_model"] = os.path.basename(os.path.normpath(str(judge_model)))
+    return out
 
 
 def trial_key(cfg: PipelineConfig, acc: Acceleration, device_kind: str, versions: Mapping[str, str],

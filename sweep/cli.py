@@ -163,8 +163,10 @@ def format_trial(row: dict[str, Any]) -> str:
         f"compute   {_fmt(row['compute_ratio'], '.3f')} of the baseline FLOPs",
         f"quality   SSIM {_fmt(row['ssim'])}  PSNR {_fmt(row['psnr'], '.2f')} dB"
         f"  CLIP {_fmt(row['clip_score'], '.2f')} (baseline {_fmt(row['clip_score_base'], '.2f')})"
+        f"  judge {_fmt(row['judge_score'], '.3f')} (baseline {_fmt(row['judge_score_base'], '.3f')})"
         f"  over {row['n_prompts']} prompt(s)",
-        f"loss      ssim {_fmt(row['quality_loss_ssim'])}  clip {_fmt(row['quality_loss_clip'])}",
+        f"loss      ssim {_fmt(row['quality_loss_ssim'])}  clip {_fmt(row['quality_loss_clip'])}"
+        f"  judge {_fmt(row['quality_loss_judge'])}",
         f"device    {row['device']} [{row['device_kind']}]  host CPU {row['host_cpu']}  ({row['hostname']})",
         "versions  " + "  ".join(f"{k} {v}" for k, v in sorted(versions.items())),
     ]
@@ -195,6 +197,9 @@ def trial(
     n_prompts: int = typer.Option(4, "--n-prompts", help="How many prompts to evaluate quality on."),
     clip_model: str | None = typer.Option(None, "--clip-model", help="CLIP model id or folder for the "
                                                                      "CLIP score (omit to skip it)."),
+    judge_model: Path | None = typer.Option(None, "--judge-model", help="Judge folder for the judge score "
+                                            "of shapes prompts, e.g. datasets/models/shapes-judge "
+                                            "(omit to skip it)."),
     device: str | None = typer.Option(None, "--device", help="cuda, cuda:1 or cpu (default: cuda if "
                                                              "available)."),
     min_pairs: int = typer.Option(3, "--min-pairs", help="Fewest baseline/accelerated timing pairs."),
@@ -232,6 +237,20 @@ def trial(
             if not Path(clip_model).expanduser().is_dir():
                 raise ConfigError(f"--clip-model {clip_model!r} is not a folder: pass a folder holding a "
                                   "CLIP model saved with save_pretrained, or a hub id")
+        if judge_model is not None:
+            from sweep.shapes import parse_caption
+            from sweep.spec import DEFAULT_JUDGE, JUDGE_CONFIG
+
+            if not (judge_model.expanduser() / JUDGE_CONFIG).is_file():
+                raise ConfigError(f"--judge-model {str(judge_model)!r} is not a judge folder (no {JUDGE_CONFIG}): "
+                                  f"pass one written by training/train_judge.py, e.g. {DEFAULT_JUDGE}")
+
+            for p in prompts:
+                try:
+                    parse_caption(p)
+                except ValueError as e:
+                    raise ConfigError(f"--judge-model reads shapes captions only: {e}; pass --prompts with "
+                                      "shapes captions, or drop --judge-model") from None
     except (ConfigError, PromptFileError) as e:
         raise fail(str(e)) from None
 
@@ -250,7 +269,8 @@ def trial(
 
     quiet_libraries()
     try:
-        row = run_trial(cfg, acc, prompts, device=device, clip_model=clip_model, measure_speed=not no_speed,
+        row = run_trial(cfg, acc, prompts, device=device, clip_model=clip_model, judge_model=judge_model,
+                        measure_speed=not no_speed,
                         min_pairs=min_pairs, max_pairs=max_pairs, target_halfwidth=target_halfwidth,
                         progress=say)
     except ConfigError as e:  # found while loading (a hub source that cannot be loaded)

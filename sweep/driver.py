@@ -245,7 +245,8 @@ def run_sweep(spec: SweepSpec, lake_uri: str, *, address: str | None = None,
         dtype = spec.dtype if spec.dtype != "auto" else ("float32" if device["device_kind"] == "cpu" else "float16")
         ctx = SweepContext(spec, run_id, device, json.loads(device["versions_json"]), dtype,
                            inputs=trial_inputs(prompts=prompts, seeds=spec.seeds, measure=spec.measure,
-                                               dtype=dtype, clip_model=spec.clip_model))
+                                               dtype=dtype, clip_model=spec.clip_model,
+                                               judge_model=spec.judge_model))
         if waited or landed:  # the lake changed since it was read
             stored = stored_outcomes(lake, spec.metric, retry_failed=retry_failed)
         state = SweepState(plan.combos, spec.budgets, spec.early_stop, ctx.key, stored=stored)
@@ -357,7 +358,8 @@ def _run_tune(spec: SweepSpec, prompts: list[str], lake: LakeWriter, ctx: SweepC
         settings = {"prompts": prompts, "seeds": list(spec.seeds), "metric": spec.metric,
                     "budgets": list(spec.budgets), "measure": spec.measure.__dict__,
                     "early_stop": spec.early_stop.__dict__, "dtype": ctx.dtype,
-                    "clip_model": spec.clip_model, "sweep_id": ctx.sweep_id,
+                    "clip_model": spec.clip_model, "judge_model": spec.judge_model_path(),
+                    "sweep_id": ctx.sweep_id,
                     "known_baselines": sorted(sink.baselines)}
         trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)
         tuner = tune.Tuner(

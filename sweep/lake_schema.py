@@ -35,9 +35,10 @@ SCREEN = "screen"
 CONFIRM = "confirm"
 
 # Quality metrics a budget may be stated in; `quality_loss_<metric>` columns hold them.
-# ssim: 1 - SSIM. clip: relative CLIP-score drop (base - accel) / base. psnr is stored
-# as a raw value only (dB), since it has no natural "loss".
-BUDGET_METRICS = ("ssim", "clip")
+# ssim: 1 - SSIM. clip: relative CLIP-score drop (base - accel) / base. judge: the same
+# relative drop of the shapes judge's score (sweep/judge.py). psnr is stored as a raw
+# value only (dB), since it has no natural "loss".
+BUDGET_METRICS = ("ssim", "clip", "judge")
 
 _CONFIG = [
     ("model", pa.string()),            # family: sd15, sd21, sdxl, pixart_alpha, pixart_sigma
@@ -82,10 +83,14 @@ _QUALITY = [
     ("psnr", pa.float64()),
     ("clip_score", pa.float64()),
     ("clip_score_base", pa.float64()),
+    ("judge_score", pa.float64()),       # fraction of the prompt's attributes the judge recognises
+    ("judge_score_base", pa.float64()),
     ("quality_loss_ssim", pa.float64()),
     ("quality_loss_clip", pa.float64()),
+    ("quality_loss_judge", pa.float64()),
     ("n_prompts", pa.int32()),
     ("clip_model", pa.string()),
+    ("judge_model", pa.string()),
 ]
 
 _PARAMS = [
@@ -142,6 +147,7 @@ BASELINE_SCHEMA = _dedupe([
     ("peak_mem_bytes", pa.int64()),
     ("flops", pa.float64()),
     ("clip_score", pa.float64()),
+    ("judge_score", pa.float64()),
     ("n_prompts", pa.int32()),
     *_DEVICE,
     ("created_at", pa.timestamp("us", tz="UTC")),

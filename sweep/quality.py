@@ -9,10 +9,13 @@ reference for the accelerated one:
   `CLIPScore` uses) of both images against the prompt, with a CLIP model loaded from a
   hub id or a local folder through transformers. Optional: without a CLIP model the
   CLIP columns are null.
+* Judge score (`sweep.judge`): the fraction of a shapes caption's attributes that the
+  shipped judge recognises in each image, the offline analogue of the CLIP score for
+  the `shapes` model. Optional, like CLIP: without a judge model its columns are null.
 
 A budget is stated as a loss under a named metric (`lake_schema.BUDGET_METRICS`):
-``ssim`` -> 1 - SSIM, ``clip`` -> (base - accel) / base, a relative drop (negative when
-the accelerated images score higher).
+``ssim`` -> 1 - SSIM; ``clip`` and ``judge`` -> `relative_drop`, (base - accel) / base
+(negative when the accelerated images score higher).
 
 Everything is per prompt first (`PromptQuality`), so a tuner can report after each
 prompt and stop a hopeless point early; `QualitySummary` averages over the prompts seen.
@@ -93,6 +96,25 @@ class ClipScorer:
         return [float(100 * max(c, 0.0)) for c in cos.tolist()]
 
 
+class JudgeScorer:
+    """Judge score of images against their shapes prompts, with a judge from a folder."""
+
+    def __init__(self, model: str | os.PathLike, device: str | None = None):
+        from sweep import judge
+
+        path = Path(model).expanduser()
+        # The lake records a repo-relative path for the shipped judge, not this machine's.
+        try:
+            self.name = str(path.resolve().relative_to(judge.REPO_ROOT))
+        except ValueError:
+            self.name = str(model)
+        self.judge = judge.load_judge(path, device=device or "cpu")
+
+    def score(self, images, prompts: list[str]) -> list[float]:
+        """One score in [0, 1] per image; `images` is [N, 3, H, W] in [0, 1]."""
+        return self.judge.score(images, prompts)
+
+
 @dataclass
 class PromptQuality:
     """Quality of one prompt's images (means over the batch of that prompt)."""
@@ -103,18 +125,35 @@ class PromptQuality:
     psnr: float
     clip_score: float | None = None
     clip_score_base: float | None = None
+    judge_score: float | None = None
+    judge_score_base: float | None = None
+
+    def loss(self, metric: str) -> float | None:
+        return loss(metric, ssim=self.ssim, clip_score=self.clip_score, clip_score_base=self.clip_score_base,
+                    judge_score=self.judge_score, judge_score_base=self.judge_score_base)
+
+
+def relative_drop(score: float | None, base: float | None) -> float | None:
+    """(base - score) / base: the budget loss of a score where higher is better (CLIP,
+    judge), as the original tool chain's relative CLIP-score drop. None when unmeasured
+    or when the baseline scores 0 (no drop is defined against nothing)."""
+    if score is None or base is None or base == 0:
+        return None
+    return (base - score) / base
 
 
 def loss(metric: str, *, ssim: float | None = None, clip_score: float | None = None,
-         clip_score_base: float | None = None) -> float | None:
-    """The quality loss under a budget metric: 'ssim' -> 1 - SSIM, 'clip' -> relative drop."""
+         clip_score_base: float | None = None, judge_score: float | None = None,
+         judge_score_base: float | None = None) -> float | None:
+    """The quality loss under a budget metric: 'ssim' -> 1 - SSIM, 'clip' and 'judge' ->
+    relative drop against the baseline's score."""
     if metric not in BUDGET_METRICS:
         raise ValueError(f"unknown quality metric {metric!r}: use one of {', '.join(BUDGET_METRICS)}")
     if metric == "ssim":
         return None if ssim is None else 1.0 - ssim
-    if clip_score is None or clip_score_base is None or clip_score_base == 0:
-        return None
-    return (clip_score_base - clip_score) / clip_score_base
+    if metric == "judge":
+        return relative_drop(judge_score, judge_score_base)
+    return relative_drop(clip_score, clip_score_base)
 
 
 @dataclass
@@ -123,6 +162,7 @@ class QualitySummary:
 
     prompts: list[PromptQuality] = field(default_factory=list)
     clip_model: str | None = None
+    judge_model: str | None = None
 
     @property
     def n_prompts(self) -> int:
@@ -148,8 +188,17 @@ class QualitySummary:
     def clip_score_base(self) -> float | None:
         return self._mean("clip_score_base")
 
+    @property
+    def judge_score(self) -> float | None:
+        return self._mean("judge_score")
+
+    @property
+    def judge_score_base(self) -> float | None:
+        return self._mean("judge_score_base")
+
     def loss(self, metric: str) -> float | None:
-        return loss(metric, ssim=self.ssim, clip_score=self.clip_score, clip_score_base=self.clip_score_base)
+        return loss(metric, ssim=self.ssim, clip_score=self.clip_score, clip_score_base=self.clip_score_base,
+                    judge_score=self.judge_score, judge_score_base=self.judge_score_base)
 
     def row(self) -> dict[str, Any]:
         """The lake's quality columns."""
@@ -158,10 +207,12 @@ class QualitySummary:
             "psnr": self.psnr,
             "clip_score": self.clip_score,
             "clip_score_base": self.clip_score_base,
-            "quality_loss_ssim": self.loss("ssim"),
-            "quality_loss_clip": self.loss("clip"),
+            "judge_score": self.judge_score,
+            "judge_score_base": self.judge_score_base,
+            **{f"quality_loss_{m}": self.loss(m) for m in BUDGET_METRICS},
             "n_prompts": self.n_prompts,
             "clip_model": self.clip_model,
+            "judge_model": self.judge_model,
         }
 
     def to_dict(self) -> dict[str, Any]:

@@ -26,6 +26,7 @@ Shape (every key but `models` and `methods` has a default; unknown keys are erro
     measure: {screen_pairs: 2, confirm_pairs: 6, ci_target: 0.05}
     early_stop: {enabled: true, prune: true, min_prompts: 1, margin: 0.5}
     clip_model: null
+    judge_model: null              # a judge folder (datasets/models/shapes-judge) for metric: judge
 
 Validity of grid values is judged per config, because the limits depend on it
 (gate_step <= steps, cache_branch_id < the family's skip branches, max_downsample=1
@@ -92,6 +93,8 @@ from sweep.lake_schema import BUDGET_METRICS
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PROMPTS = "datasets/prompts/default.txt"
 DEFAULT_SPEC = "datasets/sweeps/default.yaml"
+DEFAULT_JUDGE = "datasets/models/shapes-judge"
+JUDGE_CONFIG = "judge.json"  # sweep.judge.CONFIG_NAME; not imported from there, which needs torch
 DTYPES = ("auto", "float16", "float32", "bfloat16")
 # A sweep refuses to plan more points than this unless told otherwise (`--max-points`):
 # a float range with a tiny step, or one axis too many, is likelier a mistake than a plan,
@@ -235,6 +238,7 @@ class SweepSpec:
     measure: Measure = field(default_factory=Measure)
     early_stop: EarlyStop = field(default_factory=EarlyStop)
     clip_model: str | None = None
+    judge_model: str | None = None
     description: str = ""
     # Where relative paths (the prompts file) are resolved from.
     base_dir: str = "."
@@ -287,8 +291,13 @@ class SweepSpec:
                            "min_prompts": self.early_stop.min_prompts, "margin": self.early_stop.margin,
                            "speculate": self.early_stop.speculate},
             "clip_model": self.clip_model,
+            "judge_model": self.judge_model,
         })
         return out
+
+    def judge_model_path(self) -> str | None:
+        """The judge folder resolved like the prompts file (workers may run elsewhere)."""
+        return None if self.judge_model is None else resolve_path(self.judge_model, self.base_dir)
 
 
 def resolve_path(path: str, base_dir: str = ".") -> str:
@@ -303,7 +312,7 @@ def resolve_path(path: str, base_dir: str = ".") -> str:
 
 
 def trial_inputs(*, prompts: Sequence[str], seeds: Sequence[int], measure: Measure, dtype: str,
-                 clip_model: str | None) -> dict[str, Any]:
+                 clip_model: str | None, judge_model: str | None = None) -> dict[str, Any]:
     """The measurement inputs a sweep's trial keys cover (`catalog.measurement_inputs`).
 
     The driver (from the spec) and the worker (from the settings the driver sends it)
@@ -313,7 +322,8 @@ def trial_inputs(*, prompts: Sequence[str], seeds: Sequence[int], measure: Measu
     """
     pairs = {"screen_pairs": measure.screen_pairs, "confirm_pairs": measure.confirm_pairs,
              "ci_target": measure.ci_target}
-    return measurement_inputs(dtype=dtype, prompts=prompts, seeds=seeds, pairs=pairs, clip_model=clip_model)
+    return measurement_inputs(dtype=dtype, prompts=prompts, seeds=seeds, pairs=pairs, clip_model=clip_model,
+                              judge_model=judge_model)
 
 
 # ---------------------------------------------------------------------- validation
@@ -725,6 +735,13 @@ def validate(data: Any, source: str = "spec", base_dir: str = ".", *,
     if quality.metric == "clip" and not clip_model:
         errs.add("clip_model", "quality.metric is 'clip' but no CLIP model is given: set clip_model to a "
                  "hub id (e.g. openai/clip-vit-large-patch14) or a local folder, or use metric: ssim")
+    judge_model = top.get("judge_model")
+    if quality.metric == "judge" and not judge_model:
+        errs.add("judge_model", "quality.metric is 'judge' but no judge model is given: set judge_model to "
+                 f"a judge folder (the shipped one is {DEFAULT_JUDGE}), or use metric: ssim")
+    elif judge_model and not (Path(resolve_path(str(judge_model), base_dir)) / JUDGE_CONFIG).is_file():
+        errs.add("judge_model", f"{judge_model!r} is not a judge folder (no {JUDGE_CONFIG} in it): point it "
+                 f"at one written by training/train_judge.py, such as {DEFAULT_JUDGE}")
     spec = SweepSpec(
         name=str(top.get("name") or Path(source).stem or "sweep"), models=models,
         schedulers=work.schedulers, steps=work.steps, resolutions=work.resolutions, batch=work.batch,
@@ -732,15 +749,19 @@ def validate(data: Any, source: str = "spec", base_dir: str = ".", *,
         prompts_file=prompts.file, prompt_count=prompts.count, seeds=seeds, metric=quality.metric,
         budgets=quality.budgets, measure=measure, early_stop=early,
         clip_model=None if clip_model is None else str(clip_model),
+        judge_model=None if judge_model is None else str(judge_model),
         description=str(top.get("description", "")), base_dir=base_dir,
     )
     if Path(resolve_path(spec.prompts_file, base_dir)).is_file():
         from sweep.prompts import PromptFileError
 
         try:
-            spec.prompts()
+            prompt_texts = spec.prompts()
         except PromptFileError as e:
             errs.add("prompts", str(e))
+        else:
+            if spec.judge_model:
+                _check_judge_prompts(prompt_texts, errs)
     # Grid values no config can use are errors; judging them needs the configs, so this
     # runs whenever models and combos parsed, alongside the other problems. The grid is
     # counted first: expanding is linear in the method configurations it checks, and a
@@ -763,6 +784,19 @@ def validate(data: Any, source: str = "spec", base_dir: str = ".", *,
     if errs:
         raise InvalidSpec(errs, source)
     return spec
+
+
+def _check_judge_prompts(prompts: list[str], errs: _Errors) -> None:
+    """The judge reads shapes captions only: a prompt it cannot parse fails here, not on a GPU."""
+    from sweep.shapes import parse_caption
+
+    for i, prompt in enumerate(prompts):
+        try:
+            parse_caption(prompt)
+        except ValueError as e:
+            errs.add("prompts", f"prompt {i + 1} cannot be judged ({e}): with a judge_model, use prompts "
+                      "written as shapes captions")
+            return
 
 
 def _combo_applies(combo: str, fam_name: str) -> bool:

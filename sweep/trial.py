@@ -15,8 +15,9 @@ not once per point:
 
 Public API (all on `TrialSession` unless noted):
 
-* ``TrialSession(cfg, device=None, dtype=None, clip_model=None, *, seed=0, progress=None)``:
-  validates `cfg` and loads its pipeline (float16 on CUDA, float32 on CPU by default).
+* ``TrialSession(cfg, device=None, dtype=None, clip_model=None, *, judge_model=None, seed=0,
+  progress=None)``: validates `cfg` and loads its pipeline (float16 on CUDA, float32 on
+  CPU by default); `clip_model` / `judge_model` add the CLIP / judge score columns.
   `session.cfg` is the config with its resolution resolved; keys and rows use it.
 * ``baseline_images(prompt, seed)``: the baseline images, cached per (prompt, seed).
 * ``accelerated_images(acc, prompt, seed)``: the accelerated images.
@@ -58,7 +59,7 @@ from typing import Any
 from sweep import catalog, lake_schema, measure, methods, pipelines
 from sweep import prompts as prompt_sets
 from sweep.catalog import Acceleration, PipelineConfig
-from sweep.quality import ClipScorer, PromptQuality, QualitySummary, ssim_psnr
+from sweep.quality import ClipScorer, JudgeScorer, PromptQuality, QualitySummary, ssim_psnr
 
 Progress = Callable[[str], None]
 
@@ -103,8 +104,8 @@ def _dtype_name(dtype) -> str:
 class TrialSession:
     """A resident pipeline with its cached baseline; see the module docstring."""
 
-    def __init__(self, cfg: PipelineConfig, device=None, dtype=None, clip_model=None, *, seed: int = 0,
-                 progress: Progress | None = None):
+    def __init__(self, cfg: PipelineConfig, device=None, dtype=None, clip_model=None, *, judge_model=None,
+                 seed: int = 0, progress: Progress | None = None):
         cfg.validate()
         self.cfg = resolve_config(cfg)
         self.family = cfg.family
@@ -121,6 +122,9 @@ class TrialSession:
         self._clip = ClipScorer(clip_model, device=self.device) if clip_model else None
         self._baseline_images: dict[tuple[str, int], Any] = {}
         self._baseline_clip: dict[tuple[str, int], float] = {}
+        self._judge = JudgeScorer(judge_model, device=self.device) if judge_model else None
+        self.judge_model = self._judge.name if self._judge else None
+        self._baseline_judge: dict[tuple[str, int], float] = {}
         self._baseline_flops: float | None = None
         self._baseline_times: list[float] = []
         self._baseline_peak: int | None = None
@@ -226,8 +230,12 @@ class TrialSession:
 
     # ----------------------------------------------------------------------- quality
 
+    @staticmethod
+    def _mean_score(scorer, images, prompt: str) -> float:
+        return sum(scorer.score(images, [prompt] * len(images))) / len(images)
+
     def _clip_scores(self, images, prompt: str) -> float:
-        return sum(self._clip.score(images, [prompt] * len(images))) / len(images)
+        return self._mean_score(self._clip, images, prompt)
 
     def prompt_quality(self, acc: Acceleration, prompt: str, seed: int) -> PromptQuality:
         """Quality of `acc` on one prompt and seed, against the cached baseline."""
@@ -241,8 +249,16 @@ class TrialSession:
                 self._baseline_clip[key] = self._clip_scores(base, prompt)
             clip_base = self._baseline_clip[key]
             clip_score = self._clip_scores(accel, prompt)
+        judge_score = judge_base = None
+        if self._judge is not None:
+            key = (prompt, int(seed))
+            if key not in self._baseline_judge:
+                self._baseline_judge[key] = self._mean_score(self._judge, base, prompt)
+            judge_base = self._baseline_judge[key]
+            judge_score = self._mean_score(self._judge, accel, prompt)
         return PromptQuality(prompt=prompt, seed=int(seed), ssim=ssim, psnr=psnr,
-                                     clip_score=clip_score, clip_score_base=clip_base)
+                             clip_score=clip_score, clip_score_base=clip_base,
+                             judge_score=judge_score, judge_score_base=judge_base)
 
     def iter_quality(self, acc: Acceleration, prompts: Sequence[str],
                      seeds: Sequence[int] | None = None) -> Iterator[QualitySummary]:
@@ -257,7 +273,7 @@ class TrialSession:
         seeds = list(seeds) if seeds is not None else prompt_sets.default_seeds(len(prompts))
         if len(seeds) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds: give one seed per prompt")
-        summary = QualitySummary(clip_model=self.clip_model)
+        summary = QualitySummary(clip_model=self.clip_model, judge_model=self.judge_model)
         for i, (prompt, seed) in enumerate(zip(prompts, seeds, strict=True), 1):
             summary.prompts.append(self.prompt_quality(acc, prompt, seed))
             self._progress(f"quality {acc.tag}: prompt {i}/{len(prompts)} ssim={summary.prompts[-1].ssim:.4f}")
@@ -346,6 +362,7 @@ class TrialSession:
             prompt = self._speed_prompt(None)
             self._baseline_peak = measure.peak_memory(lambda: self._run_baseline(prompt, 0), self.device)
         clip = list(self._baseline_clip.values())
+        judged = list(self._baseline_judge.values())
         row = {
             "schema_version": lake_schema.SCHEMA_VERSION,
             "baseline_key": self.baseline_key,
@@ -357,6 +374,7 @@ class TrialSession:
             "peak_mem_bytes": self._baseline_peak,
             "flops": self.baseline_flops(),
             "clip_score": sum(clip) / len(clip) if clip else None,
+            "judge_score": sum(judged) / len(judged) if judged else None,
             "n_prompts": len(self._baseline_images),
             **self.device_columns,
             "created_at": measure.utc_now(),
@@ -411,7 +429,8 @@ class TrialSession:
             "stop_reason": stop_reason,
             "compute_ratio": compute_ratio,
             **(speed.row() if speed is not None else {}),
-            **(quality.row() if quality is not None else {"clip_model": self.clip_model}),
+            **(quality.row() if quality is not None
+               else {"clip_model": self.clip_model, "judge_model": self.judge_model}),
             **self.device_columns,
             "gpu_seconds": gpu_seconds,
             "started_at": started_at,
@@ -477,7 +496,6 @@ class TrialSession:
         screening; at least ``confirm_pairs`` and up to three times that, until
         ``ci_target``, when confirming. `settings` is `spec.Measure` as a dict.
         """
-        from sweep.quality import loss as quality_loss
 
         started = measure.utc_now()
         t0 = time.monotonic()
@@ -486,8 +504,7 @@ class TrialSession:
         summary, status, stop_reason, done = None, lake_schema.OK, None, 0
         for summary in self.iter_quality(acc, prompts, seeds):
             done = summary.n_prompts
-            losses = [quality_loss(metric, ssim=p.ssim, clip_score=p.clip_score, clip_score_base=p.clip_score_base)
-                      for p in summary.prompts]
+            losses = [p.loss(metric) for p in summary.prompts]
             if done < len(prompts) and on_prompt is not None:
                 on_prompt(done, summary.loss(metric))
             if not confirm and clearly_over(losses):
@@ -529,6 +546,7 @@ def run_trial(
     device=None,
     dtype=None,
     clip_model=None,
+    judge_model=None,
     measure_speed: bool = True,
     min_pairs: int = measure.DEFAULT_MIN_PAIRS,
     max_pairs: int = measure.DEFAULT_MAX_PAIRS,
@@ -542,7 +560,8 @@ def run_trial(
     check_point(acc, cfg.family, cfg.steps)
     if not prompts:
         raise ValueError("no prompts: pass at least one")
-    with TrialSession(cfg, device=device, dtype=dtype, clip_model=clip_model, progress=progress) as session:
+    with TrialSession(cfg, device=device, dtype=dtype, clip_model=clip_model, judge_model=judge_model,
+                      progress=progress) as session:
         return session.run(acc, prompts, seeds, measure_speed=measure_speed, min_pairs=min_pairs,
                            max_pairs=max_pairs, target_halfwidth=target_halfwidth, phase=phase,
                            sweep_id=sweep_id)

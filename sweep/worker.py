@@ -45,7 +45,7 @@ def _torch_dtype(name: str):
     return {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}[name]
 
 
-def session_for(cfg: PipelineConfig, dtype: str, clip_model: str | None):
+def session_for(cfg: PipelineConfig, dtype: str, clip_model: str | None, judge_model: str | None = None):
     """(session, loaded): the resident session for `cfg`, and whether this call had to
     load it (evicting another first)."""
     import torch
@@ -54,7 +54,7 @@ def session_for(cfg: PipelineConfig, dtype: str, clip_model: str | None):
     from sweep.trial import TrialSession, default_device
 
     device = default_device()
-    key = (cfg, device, dtype, clip_model)
+    key = (cfg, device, dtype, clip_model, judge_model)
     loaded = _SESSION["key"] != key
     if loaded:
         old = _SESSION["session"]
@@ -66,7 +66,8 @@ def session_for(cfg: PipelineConfig, dtype: str, clip_model: str | None):
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
         quiet_libraries()
-        _SESSION["session"] = TrialSession(cfg, device=device, dtype=_torch_dtype(dtype), clip_model=clip_model)
+        _SESSION["session"] = TrialSession(cfg, device=device, dtype=_torch_dtype(dtype), clip_model=clip_model,
+                                           judge_model=judge_model)
         _SESSION["key"] = key
     return _SESSION["session"], loaded
 
@@ -86,7 +87,8 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
 
     t0 = time.monotonic()
     cfg, acc = PipelineConfig(**config["config"]), Acceleration.from_params(config["combo"], config["params"])
-    session, loaded = session_for(cfg, settings["dtype"], settings.get("clip_model"))
+    session, loaded = session_for(cfg, settings["dtype"], settings.get("clip_model"),
+                                  settings.get("judge_model"))
     common = {"node_id": ray.get_runtime_context().get_node_id(), "key": config["key"],
               "gpu_ids": [str(g) for g in ray.get_gpu_ids()], "loaded_pipeline": loaded,
               "load_seconds": time.monotonic() - t0}
@@ -97,7 +99,8 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
         clearly_over=lambda losses: clearly_over(losses, budgets, rule), settings=settings["measure"],
         sweep_id=settings["sweep_id"], key_inputs=trial_inputs(
             prompts=settings["prompts"], seeds=settings["seeds"], measure=Measure(**settings["measure"]),
-            dtype=settings["dtype"], clip_model=settings.get("clip_model")),
+            dtype=settings["dtype"], clip_model=settings.get("clip_model"),
+            judge_model=settings.get("judge_model")),
         on_prompt=lambda done, loss: tune.report({"prompts_done": done, "loss": loss, **common}))
     report = {"row_json": json.dumps(row, default=str), **stats, **common, "trial_seconds": time.monotonic() - t0}
     if not _SESSION["baseline_sent"] and session.baseline_key not in settings.get("known_baselines", ()):
