@@ -6,7 +6,11 @@ Ray or a model is touched, and codegen (which must not import torch) renders scr
 from the same facts, so the two can never disagree about what a parameter means.
 
 The shape follows diffusers' hooks: one frozen config dataclass per method, and one
-`Acceleration` value that holds the configs of a combination. `Acceleration.tag` is a
+`Acceleration` value that holds the configs of a combination. A method's config is the
+one declaration of its parameters (default, doc, range, `faster` sign and tag letter as
+field metadata), of the families it applies to and of its tag; `Methods` derives the
+rest (PARAMS, PARAM_OWNER, the tag parser), and the lake schema, the adapters, the spec
+and codegen read it from there. `Acceleration.tag` is a
 short, stable name for a parameter point in the style of cache-dit's tags
 (``DC3B0_TG10S5F1W2_TM50D1``); trial keys and script names use it.
 """
@@ -294,14 +298,14 @@ class MethodConfig:
     def from_tag(cls, groups: Sequence[str]) -> MethodConfig:
         return cls(**{n: s.from_tag(g) for (n, s), g in zip(cls.params().items(), groups, strict=True)})
 
-    def check_params(self, fam: Family, steps: int, **limits: dict[str, Any]) -> None:
+    def check_params(self, **limits: dict[str, Any]) -> None:
         """Every parameter against its spec; `limits[name]` narrows it for this config
         (high, choices, why) where the family or the step count decides."""
         for n, s in self.params().items():
             _check_range(s, getattr(self, n), **limits.get(n, {}))
 
     def validate(self, fam: Family, steps: int) -> None:
-        self.check_params(fam, steps)
+        self.check_params()
 
 
 @dataclass(frozen=True)
@@ -322,8 +326,7 @@ class DeepCacheConfig(MethodConfig):
     short: ClassVar[str] = "DC"
 
     def validate(self, fam: Family, steps: int) -> None:
-        self.check_params(fam, steps,
-                          cache_interval={"high": steps, "why": f"for {steps} steps"},
+        self.check_params(cache_interval={"high": steps, "why": f"for {steps} steps"},
                           cache_branch_id={"high": (fam.deepcache_branches or 1) - 1,
                                            "why": f"on {fam.display} ({fam.deepcache_branches} skip branches)"})
 
@@ -352,7 +355,7 @@ class TGateConfig(MethodConfig):
 
     def validate(self, fam: Family, steps: int) -> None:
         per_step = {"high": steps, "why": f"for {steps} steps"}
-        self.check_params(fam, steps, gate_step=per_step, sp_interval=per_step, fi_interval=per_step,
+        self.check_params(gate_step=per_step, sp_interval=per_step, fi_interval=per_step,
                           warm_up={"high": self.gate_step - 1,
                                    "why": f"with gate_step={self.gate_step} (warm-up must end before the gate)"})
 
@@ -375,8 +378,7 @@ class ToMeConfig(MethodConfig):
     short: ClassVar[str] = "TM"
 
     def validate(self, fam: Family, steps: int) -> None:
-        self.check_params(fam, steps, max_downsample={"choices": fam.tome_levels or None,
-                                                      "why": f"on {fam.display}"})
+        self.check_params(max_downsample={"choices": fam.tome_levels or None, "why": f"on {fam.display}"})
 
 
 class Methods:
@@ -454,10 +456,11 @@ def canonical_combo(methods: str | Sequence[str]) -> str:
 def check_combo_family(combo: str, fam: Family) -> None:
     for m in combo.split("+"):
         if fam.name not in method_families(m):
+            alone = " or ".join(METHOD_DISPLAY[n] for n, c in METHOD_CONFIGS.items() if fam.name in c.families())
             raise ConfigError(
                 f"{METHOD_DISPLAY[m]} does not apply to {fam.display}: it needs a UNet and "
                 f"{fam.display} is a transformer; drop {m!r} from the combination "
-                f"(T-GATE alone works on {fam.display})"
+                f"({alone} alone works on {fam.display})"
             )
 
 

@@ -3,7 +3,9 @@ of a config reaches the lake schema, the tag and its parser, the library's keywo
 arguments and a rendered script, through a test-local registry and no other edit."""
 
 import io
+import re
 from dataclasses import make_dataclass
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -87,3 +89,12 @@ def test_the_fake_parameter_reaches_a_rendered_script():
     # The real registry refuses the parameter it does not know.
     with pytest.raises(ConfigError, match="unknown parameter 'stride'"):
         render(task)
+
+
+def test_docs_list_the_parameter_columns_the_configs_give():
+    # The lake's documentation is the one copy of the columns kept by hand: it must
+    # name each derived parameter column, with its type, and no other.
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "lake.md").read_text()
+    types = {"int32": pa.int32(), "double": pa.float64()}
+    rows = dict(re.findall(r"^\| `(\w+)` \| (\w+) \| (?:DeepCache|T-GATE|ToMe): ", doc, re.M))
+    assert {n: types[t] for n, t in rows.items()} == dict(lake_schema.param_columns()[:-1])
