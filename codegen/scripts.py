@@ -39,9 +39,12 @@ from codegen.parallel import ordered_map, worker_count
 from codegen.tasks import FEASIBLE, OPEN, BadLine, Task, encode_jsonl, json_text
 from sweep.catalog import (
     FAMILIES,
+    METHOD_ORDER,
+    METHODS,
     SCHEDULERS,
     Acceleration,
     ConfigError,
+    Methods,
     family,
     scheduler,
 )
@@ -213,10 +216,11 @@ def _task_lines(t: Task, ch: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def render(task: Task, served: list[Task] | None = None) -> Script:
+def render(task: Task, served: list[Task] | None = None, methods: Methods = METHODS) -> Script:
     """The script for a feasible task (or an open task's best known point); its header
     describes every task in `served` (default: just `task`), all answered by this point.
-    Raises ConfigError naming what is wrong."""
+    `methods` is the registry of method configs the point is read with. Raises
+    ConfigError naming what is wrong."""
     ch = point_of(task)
     if not ch:
         raise ConfigError(f"task {task.task_id} is {task.status}, not feasible: there is no point to render")
@@ -234,7 +238,7 @@ def render(task: Task, served: list[Task] | None = None) -> Script:
     if not isinstance(ch.get("params"), Mapping):
         raise ConfigError(f"choice params {ch.get('params')!r} must be an object of parameter values")
     acc = Acceleration.from_params(ch.get("method") or c.get("method"), ch["params"], model=fam.name,
-                                   steps=steps)
+                                   steps=steps, registry=methods)
     if acc.combo != c.get("method"):
         raise ConfigError(f"choice method {acc.combo!r} differs from the task's {c.get('method')!r}")
     if ch.get("tag") and ch["tag"] != acc.tag:
@@ -291,11 +295,8 @@ def render(task: Task, served: list[Task] | None = None) -> Script:
         "dtype": dtype,
         "policy": task.policy,
         "lake_speedup": speedup if isinstance(speedup, int | float) else None,
-        "deepcache": acc.deepcache and {"cache_interval": acc.deepcache.cache_interval,
-                                        "cache_branch_id": acc.deepcache.cache_branch_id},
-        "tgate": acc.tgate and {"gate_step": acc.tgate.gate_step, "sp_interval": acc.tgate.sp_interval,
-                                "fi_interval": acc.tgate.fi_interval, "warm_up": acc.tgate.warm_up},
-        "tome": acc.tome and {"ratio": acc.tome.ratio, "max_downsample": acc.tome.max_downsample},
+        # Each method's point as its library's keyword arguments (DEEPCACHE, TGATE, TOME).
+        **{m: cfg and cfg.kwargs() for m in METHOD_ORDER for cfg in [getattr(acc, m)]},
         "description": f"{what}.",
         "output": name[:-3] + ".png",
         "family": fam,

@@ -6,21 +6,26 @@ Ray or a model is touched, and codegen (which must not import torch) renders scr
 from the same facts, so the two can never disagree about what a parameter means.
 
 The shape follows diffusers' hooks: one frozen config dataclass per method, and one
-`Acceleration` value that holds the configs of a combination. `Acceleration.tag` is a
+`Acceleration` value that holds the configs of a combination. A method's config is the
+one declaration of its parameters (default, doc, range, `faster` sign and tag letter as
+field metadata), of the families it applies to and of its tag; `Methods` derives the
+rest (PARAMS, PARAM_OWNER, the tag parser), and the lake schema, the adapters, the spec
+and codegen read it from there. `Acceleration.tag` is a
 short, stable name for a parameter point in the style of cache-dit's tags
 (``DC3B0_TG10S5F1W2_TM50D1``); trial keys and script names use it.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar, get_type_hints
 
 
 class ConfigError(ValueError):
@@ -138,14 +143,20 @@ def scheduler(name: str) -> Scheduler:
 
 
 # ---------------------------------------------------------------------------- methods
+#
+# A method's config dataclass is the one place its parameters are declared: each field
+# carries its default and, as `dataclasses.field` metadata (written by `param`), what
+# `ParamSpec` holds. PARAMS, the lake's parameter columns, the adapters' keyword
+# arguments, the tag and its parser, the spec's grid checks and the scripts all read it.
 
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """One method parameter: what it does and where it is valid.
+    """One method parameter: what it does and where it is valid (read from its field).
 
-    `low`/`high` are inclusive. Family- or step-dependent limits are documented in
-    `doc` and enforced by the method config's `validate`.
+    `low`/`high` are inclusive, except that `low_open` (a reason, e.g. "merges nothing")
+    makes `low` exclusive. `per_family` limits (`high`/`choices` that a family narrows)
+    are enforced by the method config's `validate`, not by the spec's global check.
     """
 
     name: str
@@ -159,6 +170,16 @@ class ParamSpec:
     # +1 larger is faster, -1 smaller is faster, 0 no monotone order. The sweep
     # uses it to prune points dominated by a point already over budget.
     faster: int = 0
+    # The letter before the value in the method's tag ("B" in DC3B0); the first
+    # parameter may have none, since the method's prefix already separates it.
+    letter: str = ""
+    # Tags hold value * tag_scale (ToMe's ratio as a percentage: TM50), '.' as 'p'.
+    tag_scale: int = 1
+    # The keyword the library takes the parameter by, where its name differs.
+    kwarg: str | None = None
+    per_family: bool = False
+    low_open: str | None = None
+    high_note: str | None = None
 
     def coerce(self, value: Any) -> Any:
         if isinstance(value, bool) or value is None:
@@ -182,12 +203,47 @@ class ParamSpec:
                               f"{self.name}={self.default}", param=self.name)
         return out
 
+    def open_range_error(self, value: Any) -> str | None:
+        """The message for a value at or below an exclusive `low`, or above a `high` the
+        library would cap silently; None if neither applies."""
+        if self.low_open and value <= self.low:
+            return f"{value} {self.low_open}: use a {self.name} in {self._span()}"
+        if self.high_note and value > self.high:
+            return f"{value} is above {self.high:g}: {self.high_note}, so use {self._span()}"
+        return None
+
+    def _span(self) -> str:
+        return f"({self.low:g}, {self.high:g}]" if self.high is not None else f"above {self.low:g}"
+
+    def tag_value(self, value: Any) -> str:
+        if self.type is float:
+            return f"{value * self.tag_scale:.4g}".replace(".", "p")
+        return str(value)
+
+    @property
+    def tag_pattern(self) -> str:
+        return r"([\dp]+)" if self.type is float else r"(\d+)"
+
+    def from_tag(self, text: str) -> Any:
+        if self.type is float:
+            return float(text.replace("p", ".")) / self.tag_scale
+        return int(text)
+
+
+def param(default: Any, doc: str, **meta: Any) -> Any:
+    """A method parameter's field: its default, and its doc and limits as metadata (the
+    keywords of `ParamSpec`: low, high, choices, faster, letter, tag_scale, kwarg, ...)."""
+    return field(default=default, metadata={"doc": doc, **meta})
+
 
 def _check_range(spec: ParamSpec, value: Any, low=None, high=None, choices=None, why: str = "") -> None:
     low = spec.low if low is None else low
     high = spec.high if high is None else high
     choices = spec.choices if choices is None else choices
     why = f" {why}" if why else ""
+    bad = spec.open_range_error(value)
+    if bad:
+        raise ConfigError(f"{spec.name}={bad}", param=spec.name)
     if choices is not None and value not in choices:
         raise ConfigError(
             f"{spec.name}={value} is not valid{why}: use one of {', '.join(map(str, choices))}",
@@ -198,145 +254,171 @@ def _check_range(spec: ParamSpec, value: Any, low=None, high=None, choices=None,
         raise ConfigError(f"{spec.name}={value} is out of range{why}: use {rng}", param=spec.name)
 
 
-@dataclass(frozen=True)
-class DeepCacheConfig:
-    """DeepCache (Ma et al., 2023): reuse the UNet's high-level features across steps.
+@functools.cache
+def _params_of(cls: type) -> dict[str, ParamSpec]:
+    # Read once per class: validating a grid asks for every configuration's specs.
+    hints = get_type_hints(cls)
+    return {f.name: ParamSpec(f.name, hints[f.name], f.default, **f.metadata) for f in fields(cls)}
 
-    cache_interval: a full UNet pass every `cache_interval` steps; the steps between
-        run only the shallow branch and reuse cached deep features. 1 disables caching;
-        larger is faster and drifts further from the baseline.
-    cache_branch_id: the skip branch whose output is cached, 0 being the shallowest.
-        Smaller ids skip more of the UNet (faster, lossier). Valid 0–11 on SD 1.5/2.1 and
-        0–8 on SDXL; DeepCache itself accepts any value, so it is checked here.
+
+class MethodConfig:
+    """What every method's config dataclass derives from its fields.
+
+    Subclasses set `method` (the lake's name), `display`, `short` (the tag prefix) and
+    `needs_unet` (which families the method applies to), and declare each parameter
+    once with `param`.
     """
 
-    cache_interval: int = 3
-    cache_branch_id: int = 0
+    method: ClassVar[str]
+    display: ClassVar[str]
+    short: ClassVar[str]
+    needs_unet: ClassVar[bool] = True
 
-    method = "deepcache"
-    short = "DC"
+    @classmethod
+    def params(cls) -> dict[str, ParamSpec]:
+        return _params_of(cls)
 
-    def validate(self, fam: Family, steps: int) -> None:
-        specs = PARAMS["deepcache"]
-        _check_range(specs["cache_interval"], self.cache_interval, high=steps,
-                     why=f"for {steps} steps")
-        _check_range(specs["cache_branch_id"], self.cache_branch_id,
-                     high=(fam.deepcache_branches or 1) - 1,
-                     why=f"on {fam.display} ({fam.deepcache_branches} skip branches)")
+    @classmethod
+    def families(cls) -> tuple[str, ...]:
+        """The compatibility matrix's row: the families the method applies to."""
+        return tuple(n for n, f in FAMILIES.items() if f.has_unet or not cls.needs_unet)
+
+    def kwargs(self) -> dict[str, Any]:
+        """The point as the library's keyword arguments."""
+        return {s.kwarg or n: getattr(self, n) for n, s in self.params().items()}
 
     def tag(self) -> str:
-        return f"DC{self.cache_interval}B{self.cache_branch_id}"
+        return self.short + "".join(s.letter + s.tag_value(getattr(self, n)) for n, s in self.params().items())
+
+    @classmethod
+    def tag_regex(cls) -> str:
+        return re.escape(cls.short) + "".join(re.escape(s.letter) + s.tag_pattern for s in cls.params().values())
+
+    @classmethod
+    def from_tag(cls, groups: Sequence[str]) -> MethodConfig:
+        return cls(**{n: s.from_tag(g) for (n, s), g in zip(cls.params().items(), groups, strict=True)})
+
+    def check_params(self, **limits: dict[str, Any]) -> None:
+        """Every parameter against its spec; `limits[name]` narrows it for this config
+        (high, choices, why) where the family or the step count decides."""
+        for n, s in self.params().items():
+            _check_range(s, getattr(self, n), **limits.get(n, {}))
+
+    def validate(self, fam: Family, steps: int) -> None:
+        self.check_params()
 
 
 @dataclass(frozen=True)
-class TGateConfig:
+class DeepCacheConfig(MethodConfig):
+    """DeepCache (Ma et al., 2023): reuse the UNet's high-level features across steps."""
+
+    # A full UNet pass every `cache_interval` steps; the steps between run only the
+    # shallow branch and reuse cached deep features. 1 disables caching; at most steps.
+    cache_interval: int = param(3, "full UNet pass every N steps; larger is faster", low=1, faster=+1)
+    # Branch 0 is the shallowest (3 per down block). DeepCache itself accepts any
+    # value, so the family's branch count is checked here.
+    cache_branch_id: int = param(
+        0, "skip branch whose features are cached (0–11 SD1.5/2.1, 0–8 SDXL); smaller is faster",
+        low=0, high=11, faster=-1, letter="B", per_family=True)
+
+    method: ClassVar[str] = "deepcache"
+    display: ClassVar[str] = "DeepCache"
+    short: ClassVar[str] = "DC"
+
+    def validate(self, fam: Family, steps: int) -> None:
+        self.check_params(cache_interval={"high": steps, "why": f"for {steps} steps"},
+                          cache_branch_id={"high": (fam.deepcache_branches or 1) - 1,
+                                           "why": f"on {fam.display} ({fam.deepcache_branches} skip branches)"})
+
+
+@dataclass(frozen=True)
+class TGateConfig(MethodConfig):
     """T-GATE (Zhang et al., 2024): stop computing cross-attention after `gate_step`,
-    and cache self-attention at intervals.
+    and cache self-attention at intervals (all are arguments of ``pipe.tgate(...)``)."""
 
-    gate_step: the step after which cross-attention (and classifier-free guidance's
-        second batch) is dropped. 1..steps; smaller is faster and lossier.
-    sp_interval: before the gate, self-attention is recomputed every `sp_interval`
-        steps and reused between (semantics-planning phase). Larger is faster.
-    fi_interval: the same after the gate (fidelity-improving phase). Larger is faster.
-    warm_up: the first `warm_up` steps run self-attention in full. 0..gate_step-1;
-        smaller is faster.
-    """
+    # Cross-attention and classifier-free guidance's second batch are dropped after it.
+    gate_step: int = param(10, "step after which cross-attention is cached (1..steps); smaller is faster",
+                           low=1, faster=-1)
+    # Semantics-planning phase (before the gate): recompute every N steps, reuse between.
+    sp_interval: int = param(5, "self-attention refresh interval before the gate; larger is faster",
+                             low=1, faster=+1, letter="S")
+    # Fidelity-improving phase (after the gate).
+    fi_interval: int = param(1, "self-attention refresh interval after the gate; larger is faster",
+                             low=1, faster=+1, letter="F")
+    warm_up: int = param(2, "steps of full self-attention at the start (0..gate_step-1)",
+                         low=0, faster=-1, letter="W")
 
-    gate_step: int = 10
-    sp_interval: int = 5
-    fi_interval: int = 1
-    warm_up: int = 2
-
-    method = "tgate"
-    short = "TG"
+    method: ClassVar[str] = "tgate"
+    display: ClassVar[str] = "T-GATE"
+    short: ClassVar[str] = "TG"
+    needs_unet: ClassVar[bool] = False
 
     def validate(self, fam: Family, steps: int) -> None:
-        specs = PARAMS["tgate"]
-        _check_range(specs["gate_step"], self.gate_step, high=steps, why=f"for {steps} steps")
-        _check_range(specs["sp_interval"], self.sp_interval, high=steps, why=f"for {steps} steps")
-        _check_range(specs["fi_interval"], self.fi_interval, high=steps, why=f"for {steps} steps")
-        _check_range(specs["warm_up"], self.warm_up, high=self.gate_step - 1,
-                     why=f"with gate_step={self.gate_step} (warm-up must end before the gate)")
-
-    def tag(self) -> str:
-        return f"TG{self.gate_step}S{self.sp_interval}F{self.fi_interval}W{self.warm_up}"
+        per_step = {"high": steps, "why": f"for {steps} steps"}
+        self.check_params(gate_step=per_step, sp_interval=per_step, fi_interval=per_step,
+                          warm_up={"high": self.gate_step - 1,
+                                   "why": f"with gate_step={self.gate_step} (warm-up must end before the gate)"})
 
 
 @dataclass(frozen=True)
-class ToMeConfig:
-    """Token Merging for SD (Bolya & Hoffman, 2023) through tomesd.
+class ToMeConfig(MethodConfig):
+    """Token Merging for SD (Bolya & Hoffman, 2023) through tomesd."""
 
-    ratio: fraction of tokens merged in each patched block, (0, 0.75]. Larger is
-        faster and lossier. tomesd silently caps it at 0.75, so larger values are
-        rejected here rather than measured twice under two names.
-    max_downsample: patch only blocks whose downsampling factor is at most this:
-        1, 2, 4 or 8. Larger patches more blocks. SDXL has no attention at 1x, so
-        there it takes 2, 4 or 8.
-    """
+    # Fraction of tokens merged in each patched block. tomesd caps it at 0.75 silently,
+    # so larger values are rejected rather than measured twice under two names.
+    ratio: float = param(0.5, "fraction of tokens merged, (0, 0.75]; larger is faster",
+                         low=0.0, high=0.75, faster=+1, tag_scale=100,
+                         low_open="merges nothing", high_note="tomesd caps it at 0.75 silently")
+    # Patch only blocks downsampled at most this much. SDXL has no attention at 1x.
+    max_downsample: int = param(1, "patch blocks with downsampling up to this: 1, 2, 4 or 8",
+                                choices=(1, 2, 4, 8), faster=+1, letter="D", per_family=True)
 
-    ratio: float = 0.5
-    max_downsample: int = 1
-
-    method = "tome"
-    short = "TM"
+    method: ClassVar[str] = "tome"
+    display: ClassVar[str] = "ToMe"
+    short: ClassVar[str] = "TM"
 
     def validate(self, fam: Family, steps: int) -> None:
-        specs = PARAMS["tome"]
-        if self.ratio <= 0:
-            raise ConfigError(f"ratio={self.ratio} merges nothing: use a ratio in (0, 0.75]", param="ratio")
-        if self.ratio > 0.75:
-            raise ConfigError(
-                f"ratio={self.ratio} is above 0.75: tomesd caps it at 0.75 silently, so use (0, 0.75]",
-                param="ratio",
-            )
-        _check_range(specs["ratio"], self.ratio)
-        _check_range(specs["max_downsample"], self.max_downsample, choices=fam.tome_levels or None,
-                     why=f"on {fam.display}")
-
-    def tag(self) -> str:
-        pct = f"{self.ratio * 100:.4g}".replace(".", "p")
-        return f"TM{pct}D{self.max_downsample}"
+        self.check_params(max_downsample={"choices": fam.tome_levels or None, "why": f"on {fam.display}"})
 
 
-METHOD_CONFIGS = {"deepcache": DeepCacheConfig, "tgate": TGateConfig, "tome": ToMeConfig}
-METHOD_DISPLAY = {"deepcache": "DeepCache", "tgate": "T-GATE", "tome": "ToMe"}
+class Methods:
+    """A registry of method configs, in canonical order: the facts every module derives
+    from them. `METHODS` is the real one; a test builds its own with a changed config."""
+
+    def __init__(self, configs: Iterable[type[MethodConfig]]):
+        self.configs: dict[str, type[MethodConfig]] = {c.method: c for c in configs}
+        self.order: tuple[str, ...] = tuple(self.configs)
+        self.display: dict[str, str] = {m: c.display for m, c in self.configs.items()}
+        self.params: dict[str, dict[str, ParamSpec]] = {m: c.params() for m, c in self.configs.items()}
+        # Which flat parameter name belongs to which method (names are unique across methods).
+        self.owner: dict[str, str] = {p: m for m, specs in self.params.items() for p in specs}
+        self._tag = re.compile("|".join(f"^({c.tag_regex()})$" for c in self.configs.values()))
+
+    def parse_tag(self, tag: str) -> Acceleration:
+        """Inverse of `Acceleration.tag`."""
+        configs: dict[str, Any] = {}
+        for part in tag.split("_"):
+            m = self._tag.match(part)
+            if not m:
+                expected = ", ".join(c.tag_regex().replace(r"(\d+)", "<n>").replace(r"([\dp]+)", "<x>")
+                                     for c in self.configs.values())
+                raise ConfigError(f"cannot read {part!r} in tag {tag!r}: expected {expected}")
+            g, i = m.groups(), 0
+            for method, c in self.configs.items():
+                n = len(self.params[method])
+                if g[i] is not None:
+                    configs[method] = c.from_tag(g[i + 1:i + 1 + n])
+                i += 1 + n
+        return Acceleration(**configs)
+
+
+METHODS = Methods((DeepCacheConfig, TGateConfig, ToMeConfig))
+METHOD_CONFIGS = METHODS.configs
+METHOD_DISPLAY = METHODS.display
 # Canonical order of methods inside a combination name ("deepcache+tgate+tome").
-METHOD_ORDER = ("deepcache", "tgate", "tome")
-
-PARAMS: dict[str, dict[str, ParamSpec]] = {
-    "deepcache": {
-        p.name: p for p in (
-            ParamSpec("cache_interval", int, 3, "full UNet pass every N steps; larger is faster",
-                      low=1, faster=+1),
-            ParamSpec("cache_branch_id", int, 0,
-                      "skip branch whose features are cached (0–11 SD1.5/2.1, 0–8 SDXL); smaller is faster",
-                      low=0, high=11, faster=-1),
-        )
-    },
-    "tgate": {
-        p.name: p for p in (
-            ParamSpec("gate_step", int, 10, "step after which cross-attention is cached (1..steps); smaller is faster",
-                      low=1, faster=-1),
-            ParamSpec("sp_interval", int, 5, "self-attention refresh interval before the gate; larger is faster",
-                      low=1, faster=+1),
-            ParamSpec("fi_interval", int, 1, "self-attention refresh interval after the gate; larger is faster",
-                      low=1, faster=+1),
-            ParamSpec("warm_up", int, 2, "steps of full self-attention at the start (0..gate_step-1)",
-                      low=0, faster=-1),
-        )
-    },
-    "tome": {
-        p.name: p for p in (
-            ParamSpec("ratio", float, 0.5, "fraction of tokens merged, (0, 0.75]; larger is faster",
-                      low=0.0, high=0.75, faster=+1),
-            ParamSpec("max_downsample", int, 1, "patch blocks with downsampling up to this: 1, 2, 4 or 8",
-                      choices=(1, 2, 4, 8), faster=+1),
-        )
-    },
-}
-
-# Which flat parameter name belongs to which method (names are unique across methods).
-PARAM_OWNER: dict[str, str] = {p: m for m, specs in PARAMS.items() for p in specs}
+METHOD_ORDER = METHODS.order
+PARAMS: dict[str, dict[str, ParamSpec]] = METHODS.params
+PARAM_OWNER: dict[str, str] = METHODS.owner
 ALL_PARAMS: tuple[str, ...] = tuple(PARAM_OWNER)
 
 # Supported combinations, by canonical name.
@@ -348,9 +430,7 @@ COMBOS: tuple[str, ...] = (
 
 def method_families(method: str) -> tuple[str, ...]:
     """The compatibility matrix: the families a method applies to."""
-    if method == "tgate":
-        return tuple(FAMILIES)
-    return tuple(n for n, f in FAMILIES.items() if f.has_unet)
+    return METHOD_CONFIGS[method].families()
 
 
 def compatibility_matrix() -> dict[str, dict[str, bool]]:
@@ -376,10 +456,11 @@ def canonical_combo(methods: str | Sequence[str]) -> str:
 def check_combo_family(combo: str, fam: Family) -> None:
     for m in combo.split("+"):
         if fam.name not in method_families(m):
+            alone = " or ".join(METHOD_DISPLAY[n] for n, c in METHOD_CONFIGS.items() if fam.name in c.families())
             raise ConfigError(
                 f"{METHOD_DISPLAY[m]} does not apply to {fam.display}: it needs a UNet and "
                 f"{fam.display} is a transformer; drop {m!r} from the combination "
-                f"(T-GATE alone works on {fam.display})"
+                f"({alone} alone works on {fam.display})"
             )
 
 
@@ -429,6 +510,7 @@ class Acceleration:
         *,
         model: str | None = None,
         steps: int | None = None,
+        registry: Methods = METHODS,
     ) -> Acceleration:
         """Build and (when `model` and `steps` are given) validate a point.
 
@@ -439,45 +521,29 @@ class Acceleration:
         combo = canonical_combo(methods)
         chosen = combo.split("+")
         params = dict(params or {})
+        owner = registry.owner
         for name in params:
-            if name not in PARAM_OWNER:
+            if name not in owner:
                 raise ConfigError(
-                    f"unknown parameter {name!r}: known parameters are {', '.join(ALL_PARAMS)}"
+                    f"unknown parameter {name!r}: known parameters are {', '.join(owner)}"
                 )
-            if PARAM_OWNER[name] not in chosen:
+            if owner[name] not in chosen:
                 raise ConfigError(
-                    f"parameter {name!r} belongs to {METHOD_DISPLAY[PARAM_OWNER[name]]}, which is not "
+                    f"parameter {name!r} belongs to {registry.display[owner[name]]}, which is not "
                     f"in {combo!r}: add it to the method or drop the parameter"
                 )
         configs = {}
         for m in chosen:
-            kw = {n: PARAMS[m][n].coerce(params[n]) for n in PARAMS[m] if n in params}
-            configs[m] = METHOD_CONFIGS[m](**kw)
+            specs = registry.params[m]
+            kw = {n: specs[n].coerce(params[n]) for n in specs if n in params}
+            configs[m] = registry.configs[m](**kw)
         acc = cls(**configs)
         if model is not None and steps is not None:
             acc.validate(family(model), steps)
         return acc
 
 
-_TAG_PART = re.compile(r"^(DC)(\d+)B(\d+)$|^(TG)(\d+)S(\d+)F(\d+)W(\d+)$|^(TM)([\dp]+)D(\d+)$")
-
-
-def parse_tag(tag: str) -> Acceleration:
-    """Inverse of `Acceleration.tag`."""
-    configs: dict[str, Any] = {}
-    for part in tag.split("_"):
-        m = _TAG_PART.match(part)
-        if not m:
-            raise ConfigError(f"cannot read {part!r} in tag {tag!r}: expected DC<i>B<b>, "
-                              f"TG<g>S<s>F<f>W<w> or TM<pct>D<d>")
-        g = m.groups()
-        if g[0]:
-            configs["deepcache"] = DeepCacheConfig(int(g[1]), int(g[2]))
-        elif g[3]:
-            configs["tgate"] = TGateConfig(*map(int, g[4:8]))
-        else:
-            configs["tome"] = ToMeConfig(float(g[9].replace("p", ".")) / 100, int(g[10]))
-    return Acceleration(**configs)
+parse_tag = METHODS.parse_tag
 
 
 # ----------------------------------------------------------------- pipeline configs
@@ -627,9 +693,9 @@ def iter_points(combo: str, grid: Mapping[str, Iterable[Any]]) -> Iterable[dict[
 __all__ = [
     "ALL_PARAMS", "COMBOS", "FAMILIES", "METHOD_CONFIGS", "METHOD_DISPLAY", "METHOD_ORDER",
     "PARAMS", "PARAM_OWNER", "PRESETS", "SCHEDULERS", "Acceleration", "ConfigError",
-    "DeepCacheConfig", "Family", "ParamSpec", "PipelineConfig", "Scheduler", "TGateConfig",
+    "DeepCacheConfig", "Family", "METHODS", "MethodConfig", "Methods", "ParamSpec", "PipelineConfig", "Scheduler", "TGateConfig",
     "ToMeConfig", "baseline_key", "canonical_combo", "check_combo_family", "compatibility_matrix",
     "config_dict", "default_preset", "describe_methods", "family", "iter_points", "measurement_inputs",
-    "method_families", "parse_tag",
+    "method_families", "param", "parse_tag",
     "scheduler", "stable_hash", "trial_key",
 ]

@@ -6,13 +6,16 @@ Layout of a lake (a local folder or any `pyarrow.fs` URI such as ``s3://bucket/l
     LAKE/baselines/model=sd15/part-<uuid>.parquet
 
 `model` and `method` are hive partition keys; they are stored as strings and are not
-repeated inside the files. Pure pyarrow, so codegen and the analysts can use it without
+repeated inside the files. Pure pyarrow and the pure-Python catalog (whose method
+configs give the parameter columns), so codegen and the analysts can use it without
 torch or Ray.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
+
+from sweep.catalog import ALL_PARAMS, METHODS, Methods
 
 SCHEMA_VERSION = 1
 
@@ -93,17 +96,15 @@ _QUALITY = [
     ("judge_model", pa.string()),
 ]
 
-_PARAMS = [
-    ("cache_interval", pa.int32()),
-    ("cache_branch_id", pa.int32()),
-    ("gate_step", pa.int32()),
-    ("sp_interval", pa.int32()),
-    ("fi_interval", pa.int32()),
-    ("warm_up", pa.int32()),
-    ("ratio", pa.float64()),
-    ("max_downsample", pa.int32()),
-    ("params_json", pa.string()),
-]
+# A parameter's column type follows its field's type in the method's config.
+_ARROW = {int: pa.int32(), float: pa.float64()}
+
+
+def param_columns(methods: Methods = METHODS) -> list[tuple[str, pa.DataType]]:
+    """One column per method parameter, in the registry's order, then `params_json`."""
+    return [*((n, _ARROW[s.type]) for specs in methods.params.values() for n, s in specs.items()),
+            ("params_json", pa.string())]
+
 
 def _dedupe(cols):
     seen, out = set(), []
@@ -114,27 +115,32 @@ def _dedupe(cols):
     return pa.schema(out)
 
 
-TRIAL_SCHEMA = _dedupe([
-    ("schema_version", pa.int32()),
-    ("trial_key", pa.string()),
-    ("baseline_key", pa.string()),
-    ("tag", pa.string()),
-    ("sweep_id", pa.string()),
-    *_CONFIG,
-    ("method", pa.string()),
-    *_PARAMS,
-    ("status", pa.string()),
-    ("phase", pa.string()),
-    ("final", pa.bool_()),
-    ("error", pa.string()),
-    ("stop_reason", pa.string()),
-    *_LATENCY,
-    *_QUALITY,
-    *_DEVICE,
-    ("gpu_seconds", pa.float64()),
-    ("started_at", pa.timestamp("us", tz="UTC")),
-    ("finished_at", pa.timestamp("us", tz="UTC")),
-])
+def trial_schema(methods: Methods = METHODS) -> pa.Schema:
+    """The trial rows' schema, with the parameter columns of `methods`."""
+    return _dedupe([
+        ("schema_version", pa.int32()),
+        ("trial_key", pa.string()),
+        ("baseline_key", pa.string()),
+        ("tag", pa.string()),
+        ("sweep_id", pa.string()),
+        *_CONFIG,
+        ("method", pa.string()),
+        *param_columns(methods),
+        ("status", pa.string()),
+        ("phase", pa.string()),
+        ("final", pa.bool_()),
+        ("error", pa.string()),
+        ("stop_reason", pa.string()),
+        *_LATENCY,
+        *_QUALITY,
+        *_DEVICE,
+        ("gpu_seconds", pa.float64()),
+        ("started_at", pa.timestamp("us", tz="UTC")),
+        ("finished_at", pa.timestamp("us", tz="UTC")),
+    ])
+
+
+TRIAL_SCHEMA = trial_schema()
 
 BASELINE_SCHEMA = _dedupe([
     ("schema_version", pa.int32()),
@@ -168,7 +174,7 @@ SWEEP_SCHEMA = _dedupe([
 SWEEP_PARTITIONS: tuple[str, ...] = ()
 
 # Columns that are hive partitions: present in the logical schema, absent in files.
-PARAM_COLUMNS = tuple(name for name, _ in _PARAMS if name != "params_json")
+PARAM_COLUMNS = tuple(ALL_PARAMS)
 CONFIG_COLUMNS = ("model", "preset", "scheduler", "steps", "resolution", "batch")
 # What identifies a config for bounds and Pareto fronts (per device kind).
 BOUND_GROUP = ("device_kind", "model", "scheduler", "steps", "resolution", "method")

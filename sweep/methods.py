@@ -16,9 +16,10 @@ All state of a patched pipeline lives in the `Applied` object, which is also sto
 the pipeline as ``pipe._diffaccel`` so a second `apply` on a patched pipeline fails
 loudly instead of stacking patches (DeepCache's ``enable()`` twice recurses forever).
 
-Each library's adapter is one function (`apply_deepcache`, `apply_tome`,
-`load_tgate`) whose docstring says what each parameter does and where it is valid;
-`catalog` holds the validation, which runs before any model is loaded.
+Each library's adapter is one function (`apply_deepcache`, `apply_tome`, `load_tgate`)
+that passes the method's config as the library's keyword arguments (`kwargs()`); the
+config's fields (`catalog`) say what each parameter does and where it is valid, and
+its validation runs before any model is loaded.
 """
 
 from __future__ import annotations
@@ -36,52 +37,35 @@ _STATE_ATTR = "_diffaccel"
 # ------------------------------------------------------------------------- one method each
 
 
-def apply_deepcache(pipe, cache_interval: int = 3, cache_branch_id: int = 0):
-    """Patch a UNet pipeline with DeepCache and return the enabled helper.
-
-    cache_interval: run the whole UNet every `cache_interval` steps and, in between,
-        only the layers above the cached branch, reusing the deep features of the last
-        full step. 1 means no caching; up to the number of steps. Larger is faster and
-        drifts further from the baseline.
-    cache_branch_id: the skip branch at which features are cached, 0 the shallowest
-        (the first down-block's first layer). Ids count 3 per down block: 0–11 on SD
-        1.5/2.1, 0–8 on SDXL. Smaller ids leave less of the UNet to run: faster, lossier.
-
-    Undo with ``helper.disable()``, which restores the output exactly.
+def apply_deepcache(pipe, cfg: catalog.DeepCacheConfig):
+    """Patch a UNet pipeline with DeepCache (`cfg`'s fields say what each parameter
+    does) and return the enabled helper. Undo with ``helper.disable()``, which restores
+    the output exactly.
     """
     from DeepCache import DeepCacheSDHelper
 
     helper = DeepCacheSDHelper(pipe=pipe)
-    helper.set_params(cache_interval=cache_interval, cache_branch_id=cache_branch_id)
+    helper.set_params(**cfg.kwargs())
     helper.enable()
     return helper
 
 
-def apply_tome(pipe, ratio: float = 0.5, max_downsample: int = 1) -> None:
-    """Patch a UNet pipeline with Token Merging (tomesd).
-
-    ratio: fraction of tokens merged before each patched transformer block and unmerged
-        after it, (0, 0.75]. Larger is faster and lossier; tomesd silently caps it at 0.75.
-    max_downsample: patch the blocks whose feature map is downsampled by at most this
-        factor: 1, 2, 4 or 8. 1 patches only the highest-resolution blocks (most tokens,
-        most of the gain); 8 patches all. SDXL has no attention at 1x, so use 2, 4 or 8.
-
-    Undo with ``tomesd.remove_patch(pipe)``, which restores the output exactly.
+def apply_tome(pipe, cfg: catalog.ToMeConfig) -> None:
+    """Patch a UNet pipeline with Token Merging (tomesd; `cfg`'s fields say what each
+    parameter does). Undo with ``tomesd.remove_patch(pipe)``, which restores the output
+    exactly.
     """
     import tomesd
 
-    tomesd.apply_patch(pipe, ratio=ratio, max_downsample=max_downsample)
+    tomesd.apply_patch(pipe, **cfg.kwargs())
 
 
 def load_tgate(pipe, fam: Family, deepcache: catalog.DeepCacheConfig | None = None):
     """Add ``pipe.tgate(...)`` with T-GATE's loader for the family; with `deepcache`, the
     loader that runs DeepCache inside T-GATE's loop (UNet families only).
 
-    T-GATE's parameters are arguments of the call, not of the loader (loaders silently
-    ignore them): gate_step (1..steps; cross-attention and the guidance batch are
-    dropped after it, smaller is faster), sp_interval and fi_interval (self-attention
-    is recomputed every that many steps before/after the gate; larger is faster) and
-    warm_up (full self-attention for the first steps, 0..gate_step-1).
+    T-GATE's parameters (`catalog.TGateConfig`) are arguments of the call, not of the
+    loader (loaders silently ignore them).
 
     There is no undo: the first call re-binds every attention module's ``forward``.
     Returns the DeepCache helper the combined loader created (``pipe.deepcache``), or None.
@@ -93,9 +77,7 @@ def load_tgate(pipe, fam: Family, deepcache: catalog.DeepCacheConfig | None = No
         return None
     if fam.tgate_deepcache_loader is None:
         raise ConfigError(f"DeepCache+T-GATE needs a UNet; {fam.display} has none: use T-GATE alone")
-    getattr(tgate, fam.tgate_deepcache_loader)(
-        pipe, cache_interval=deepcache.cache_interval, cache_branch_id=deepcache.cache_branch_id
-    )
+    getattr(tgate, fam.tgate_deepcache_loader)(pipe, **deepcache.kwargs())
     return pipe.deepcache
 
 
@@ -175,9 +157,7 @@ class Applied:
             raise RuntimeError("this acceleration was removed; apply it again to generate")
         kwargs = {**self.call_kwargs, **kwargs}
         if self.tgate:
-            t = self.acc.tgate
-            kwargs.update(gate_step=t.gate_step, sp_interval=t.sp_interval, fi_interval=t.fi_interval,
-                          warm_up=t.warm_up)
+            kwargs.update(self.acc.tgate.kwargs())
             return generate(self.pipe, prompt, call=self.pipe.tgate, **kwargs)
         return generate(self.pipe, prompt, **kwargs)
 
@@ -231,10 +211,9 @@ def apply(pipe, acc: Acceleration, family: Family | str, *, steps: int | None = 
             applied.deepcache_helper = load_tgate(pipe, fam, acc.deepcache)
             applied.tgate = True
         elif acc.deepcache is not None:
-            d = acc.deepcache
-            applied.deepcache_helper = apply_deepcache(pipe, d.cache_interval, d.cache_branch_id)
+            applied.deepcache_helper = apply_deepcache(pipe, acc.deepcache)
         if acc.tome is not None:
-            apply_tome(pipe, acc.tome.ratio, acc.tome.max_downsample)
+            apply_tome(pipe, acc.tome)
             applied.tome = True
     except BaseException:
         applied.remove()

@@ -102,9 +102,6 @@ DTYPES = ("auto", "float16", "float32", "bfloat16")
 DEFAULT_MAX_POINTS = 100_000
 
 _RANGE_KEYS = {"from", "to", "step"}
-# Limits that depend on the family; `expand` judges them per config, with the family's
-# own range in the message.
-_PER_FAMILY = {"cache_branch_id", "max_downsample"}
 
 
 class SpecError(ConfigError):
@@ -461,16 +458,17 @@ def _param_grid(raw: Any, method_names: list[str], path: str, errs: _Errors,
             except ConfigError as e:
                 errs.add(ppath, str(e))
                 continue
-            # Config-independent limits; config-dependent ones are judged in `expand`.
+            # Config-independent limits; config-dependent ones (`per_family` limits, which
+            # the family narrows) are judged in `expand`, with the family's own range.
             bad = None
             if spec.low is not None and cv < spec.low:
                 bad = f"{cv} is too small: use at least {spec.low:g}"
-            elif spec.high is not None and cv > spec.high and pname not in _PER_FAMILY:
+            elif spec.high is not None and cv > spec.high and not spec.per_family:
                 bad = f"{cv} is out of range: use {spec.low:g}–{spec.high:g}"
-            elif spec.choices is not None and cv not in spec.choices and pname not in _PER_FAMILY:
+            elif spec.choices is not None and cv not in spec.choices and not spec.per_family:
                 bad = f"{cv} is not valid: use one of {', '.join(map(str, spec.choices))}"
-            elif pname == "ratio" and cv <= 0:
-                bad = f"{cv} merges nothing: use a ratio in (0, 0.75]"
+            else:
+                bad = spec.open_range_error(cv)
             if bad:
                 errs.add(ppath, bad)
                 continue
