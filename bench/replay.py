@@ -53,7 +53,7 @@ from sweep.bookkeeping import resolved  # noqa: E402
 from sweep.catalog import PipelineConfig  # noqa: E402
 from sweep.lake import LakeReader  # noqa: E402
 from sweep.lake_schema import CONFIRM, OK, PRUNED, SCREEN, STOPPED  # noqa: E402
-from sweep.pruning import Outcome, SweepState, clearly_over  # noqa: E402
+from sweep.pruning import Outcome, SweepState, clearly_over, dominates  # noqa: E402
 from sweep.spec import ComboPlan, EarlyStop, SweepSpec, expand  # noqa: E402
 
 CONFIG_COLS = ("model", "scheduler", "steps", "resolution", "batch")
@@ -152,7 +152,8 @@ class Side:
 
     seconds: float
     trials: list[Trial]
-    bounds: list[Bound]
+    bounds: list[Bound]  # per budget, over the config's combos
+    combo_bounds: dict[str, list[Bound]]  # per combo (the lake's bound group), per budget
     counts: dict[str, int] = field(default_factory=dict)
 
 
@@ -246,7 +247,11 @@ def replay_config(plans: list[ComboPlan], oracle: Oracle, metric: str, budgets: 
     counts: dict[str, int] = {}
     for t in trials:
         counts[f"{t.phase}_{t.status}"] = counts.get(f"{t.phase}_{t.status}", 0) + 1
-    return Side(sum(t.seconds for t in trials), trials, _bounds(measured, confirmed, budgets), counts)
+    combos = {}
+    for p in plans:
+        tags = {a.tag for a in p.points()}
+        combos[p.combo] = _bounds({t: v for t, v in measured.items() if t in tags}, confirmed, budgets)
+    return Side(sum(t.seconds for t in trials), trials, _bounds(measured, confirmed, budgets), combos, counts)
 
 
 def exhaustive_config(plans: list[ComboPlan], oracle: Oracle, metric: str, budgets: Sequence[float]) -> Side:
@@ -254,6 +259,24 @@ def exhaustive_config(plans: list[ComboPlan], oracle: Oracle, metric: str, budge
     does with early stopping and pruning off), costed by the same model."""
     off = EarlyStop(enabled=False, prune=False, speculate=False)
     return replay_config(plans, oracle, metric, budgets, off, workers=1)
+
+
+def pruning_floor(plans: list[ComboPlan], oracle: Oracle, metric: str, budgets: Sequence[float],
+                  exhaustive: Side) -> float:
+    """What a clairvoyant pruner would spend: every point screened except those over the
+    largest budget that dominate another such point (a correct pruner must measure the
+    points within budget and the least aggressive over-budget ones), plus the
+    exhaustive side's confirmations. Early stopping is not in it."""
+    cid = config_id(plans[0].config)
+    limit = max(budgets)
+    seconds = sum(t.seconds for t in exhaustive.trials if t.phase == CONFIRM)
+    for p in plans:
+        pts = list(p.points())
+        over = [a for a in pts if _loss(oracle.screen[(cid, a.tag)], metric) > limit]
+        for a in pts:
+            if not any(b.tag != a.tag and dominates(a, b) for b in over) or a not in over:
+                seconds += oracle.screen[(cid, a.tag)]["gpu_seconds"]
+    return seconds
 
 
 def agree(a: Bound, b: Bound) -> bool:
@@ -273,7 +296,9 @@ class ConfigResult:
     metric: str
     policy: Side
     exhaustive: Side
-    agreement: list[bool]
+    agreement: list[bool]  # per budget: the config's bound
+    combo_agreement: dict[str, list[bool]]  # per combo, per budget
+    floor: float  # device-seconds of a clairvoyant pruner (`pruning_floor`)
 
     @property
     def ratio(self) -> float:
@@ -292,8 +317,9 @@ class Replay:
     def to_dict(self) -> dict[str, Any]:
         return {"workers": self.workers, "rule": asdict(self.rule), "quality_share": self.quality_share,
                 "confirm_ratio": self.confirm_ratio, "incomplete": self.incomplete,
-                "results": [{"config": r.config, "metric": r.metric, "ratio": r.ratio,
-                             "agreement": r.agreement, "policy": asdict(r.policy),
+                "results": [{"config": r.config, "metric": r.metric, "ratio": r.ratio, "floor": r.floor,
+                             "agreement": r.agreement, "combo_agreement": r.combo_agreement,
+                             "policy": asdict(r.policy),
                              "exhaustive": asdict(r.exhaustive)} for r in self.results]}
 
 
@@ -325,8 +351,11 @@ def replay(spec: SweepSpec, lake_uri: str, *, metrics: Sequence[str] = ("ssim",)
         for metric in metrics:
             pol = replay_config(plans, oracle, metric, sorted(budgets), rule, workers, state_cls)
             exh = exhaustive_config(plans, oracle, metric, sorted(budgets))
+            combo_agreement = {c: [agree(a, b) for a, b in zip(pol.combo_bounds[c], bs, strict=True)]
+                               for c, bs in exh.combo_bounds.items()}
             results.append(ConfigResult(config_name(cid), metric, pol, exh,
-                                        [agree(a, b) for a, b in zip(pol.bounds, exh.bounds, strict=True)]))
+                                        [agree(a, b) for a, b in zip(pol.bounds, exh.bounds, strict=True)],
+                                        combo_agreement, pruning_floor(plans, oracle, metric, budgets, exh)))
     if not results:
         raise ReplayError(f"no config of {spec.name} is complete in {lake_uri} ({'; '.join(incomplete)}): "
                           "replay needs an exhaustive lake (early_stop: {enabled: false, prune: false})")
@@ -341,22 +370,25 @@ def _bound_text(b: Bound) -> str:
 
 
 def markdown(r: Replay) -> str:
-    lines = [f"Policy: SweepState, {r.workers} simulated device(s), early_stop {asdict(r.rule)}. "
-             f"Quality share of a screen trial (estimated from rows): {r.quality_share:.2f}; "
-             f"confirm/screen seconds for unconfirmed points: {r.confirm_ratio:.2f}.", "",
-             "| config | metric | budget | exhaustive bound | policy bound | agree | exhaustive s | policy s | ratio |"
-             " policy trials |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    rule = ", ".join(f"{k}={v}" for k, v in asdict(r.rule).items())
+    lines = [f"Policy: `SweepState` on {r.workers} simulated device(s), early_stop: {rule}. "
+             f"Quality share of a screen trial's seconds (estimated from rows): {r.quality_share:.2f}; "
+             f"confirm/screen seconds, for points the lake never confirmed: {r.confirm_ratio:.2f}.", "",
+             "| config | metric | budget | exhaustive bound | policy bound | agree | per-combo bounds agree |"
+             " exhaustive s | policy s | policy/exh. | floor s (floor/exh.) | policy trials |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for res in r.results:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(res.policy.counts.items()))
+        est = sum(t.estimated for t in res.policy.trials)
+        if est:
+            counts += f" ({est} confirm cost(s) estimated)"
         for i, (pb, eb) in enumerate(zip(res.policy.bounds, res.exhaustive.bounds, strict=True)):
-            first = i == 0
-            counts = ", ".join(f"{k} {v}" for k, v in sorted(res.policy.counts.items()))
-            est = sum(t.estimated for t in res.policy.trials)
-            lines.append(
-                f"| {res.config if first else ''} | {res.metric if first else ''} | {pb.budget:g} | "
-                f"{_bound_text(eb)} | {_bound_text(pb)} | {'yes' if res.agreement[i] else '**no**'} | "
-                + (f"{res.exhaustive.seconds:.1f} | {res.policy.seconds:.1f} | {res.ratio:.0%} | {counts}"
-                   + (f" ({est} confirm cost estimated)" if est else "") + " |" if first else "| | | |"))
+            combo_ok = [v[i] for v in res.combo_agreement.values()]
+            head = f"| {res.config} | {res.metric} |" if i == 0 else "| | |"
+            tail = (f" {res.exhaustive.seconds:.1f} | {res.policy.seconds:.1f} | {res.ratio:.0%} | "
+                    f"{res.floor:.1f} ({res.floor / res.exhaustive.seconds:.0%}) | {counts} |") if i == 0 else " | | | | |"
+            lines.append(f"{head} {pb.budget:g} | {_bound_text(eb)} | {_bound_text(pb)} | "
+                         f"{'yes' if res.agreement[i] else '**no**'} | {sum(combo_ok)}/{len(combo_ok)} |" + tail)
     if r.incomplete:
         lines += ["", "Not replayed (incomplete in the lake): " + "; ".join(r.incomplete) + "."]
     return "\n".join(lines)
@@ -381,11 +413,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="quality metric the budgets are in (repeatable; default ssim)")
     ap.add_argument("--budgets", type=_budgets, default=list(DEFAULT_BUDGETS))
     ap.add_argument("--workers", type=int, default=2, help="simulated devices (default 2)")
+    ap.add_argument("--margin", type=float, help="override early_stop.margin (relative, over the largest budget)")
+    ap.add_argument("--min-prompts", type=int, help="override early_stop.min_prompts")
+    ap.add_argument("--no-stop", action="store_true", help="replay without early stopping")
+    ap.add_argument("--no-prune", action="store_true", help="replay without pruning")
+    ap.add_argument("--no-speculate", action="store_true", help="replay without speculation")
     ap.add_argument("--json", help="also write the full result here")
     args = ap.parse_args(argv)
     try:
         spec = load(args.spec)
-        r = replay(spec, args.lake, metrics=args.metric or ["ssim"], budgets=args.budgets, workers=args.workers)
+        # The spec's early_stop section, switched on (an exhaustive map has it off),
+        # then any override from the command line.
+        rule = replace(spec.early_stop, enabled=not args.no_stop, prune=not args.no_prune)
+        if args.no_speculate:
+            rule = replace(rule, speculate=False)
+        if args.margin is not None:
+            rule = replace(rule, margin=args.margin)
+        if args.min_prompts is not None:
+            rule = replace(rule, min_prompts=args.min_prompts)
+        r = replay(spec, args.lake, metrics=args.metric or ["ssim"], budgets=args.budgets, workers=args.workers,
+                   rule=rule)
     except (ReplayError, SpecError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -33,6 +33,12 @@ def test_policy_finds_the_exhaustive_bounds_for_less(result):
     table = markdown(result)
     for r in result.results:
         assert all(r.agreement), f"policy and exhaustive bounds disagree:\n{table}"
+        assert set(r.combo_agreement) == {"deepcache", "tgate", "tome", "deepcache+tgate", "deepcache+tome",
+                                          "tgate+tome", "deepcache+tgate+tome"}
+        assert all(all(v) for v in r.combo_agreement.values()), table
+        # No trial stops at the spec's margin, so nothing can beat a clairvoyant pruner.
+        assert not r.policy.counts.get("screen_stopped"), table
+        assert r.policy.seconds >= r.floor - 1e-9, table
         assert r.policy.seconds <= r.exhaustive.seconds + 1e-9, table
         assert [b.budget for b in r.policy.bounds] == [0.01, 0.02, 0.05]
     # Pruning bites on this model on SSIM (deepcache interval 3 is over 0.05): if the
@@ -71,6 +77,7 @@ class PrunesEverything(SweepState):
 def test_a_broken_policy_is_caught(spec):
     broken = replay(spec, LAKE, metrics=("ssim",), state_cls=PrunesEverything)
     assert any(not all(r.agreement) for r in broken.results), markdown(broken)
+    assert all(r.policy.seconds < r.floor for r in broken.results), markdown(broken)
     assert "**no**" in markdown(broken)
 
 
