@@ -12,16 +12,20 @@ simulated devices, and answers each task from the lake (the oracle) instead of a
 Only configs whose every planned point has a screen row in the lake are replayed; the
 others are listed as incomplete.
 
-Cost model (the lake does not store per-prompt losses, nor how a trial's seconds split
-between quality prompts and timing pairs, so both are modelled and stated in the output):
+Cost model. Rows written since the lake gained ``quality_seconds``, ``timing_seconds``
+and ``prompt_losses_json`` say how a trial's seconds split and what each prompt lost; the
+shipped shapes map predates them, so for its rows both are modelled (and the model is
+stated in the output):
 
 * A screen trial that runs to the end costs its screen row's ``gpu_seconds``.
-* Early stopping: each prompt's loss is taken to be the row's mean loss (no spread), and
-  `sweep.pruning.clearly_over` is asked after each prompt as the trial does. A trial
-  stopped after k of n prompts costs k/n of its quality share and no timing. The quality
-  share is estimated from rows: for points with a screen and a confirm row, both are
-  ``Q + pairs * t`` (``n_pairs`` is stored), which gives Q/screen seconds; the median over
-  those points is used.
+* Early stopping: `sweep.pruning.clearly_over` is asked after each prompt, as the trial
+  does, on the row's per-prompt losses, or, where they are not stored, on the row's
+  mean loss repeated (no spread between prompts: optimistic, since spread delays a
+  stop). A trial stopped after k of n prompts costs k/n of its quality seconds and no
+  timing. Quality seconds: the row's ``quality_seconds``, else its ``gpu_seconds`` times
+  a quality share estimated from rows: for points with a screen and a confirm row, both
+  are ``Q + pairs * t`` (``n_pairs`` is stored), which gives Q / screen seconds; the
+  median over those points is used.
 * A confirmation costs the point's confirm row's ``gpu_seconds`` when the lake has one,
   else its screen seconds times the median confirm/screen ratio (counted as estimated).
 * Pipeline loads and idle slots are not counted (device-seconds of trials only).
@@ -59,7 +63,8 @@ from sweep.spec import ComboPlan, EarlyStop, SweepSpec, expand  # noqa: E402
 CONFIG_COLS = ("model", "scheduler", "steps", "resolution", "batch")
 ROW_COLS = [*CONFIG_COLS, "tag", "method", "phase", "status", "gpu_seconds", "n_prompts", "n_pairs",
             "speedup", "speedup_ci_low", "speedup_ci_high", "finished_at",
-            "quality_loss_ssim", "quality_loss_clip", "quality_loss_judge"]
+            "quality_loss_ssim", "quality_loss_clip", "quality_loss_judge",
+            "quality_seconds", "timing_seconds", "prompt_losses_json"]
 DEFAULT_BUDGETS = (0.01, 0.02, 0.05)
 
 
@@ -105,6 +110,8 @@ class Oracle:
                 continue
             ratios.append(c["gpu_seconds"] / s["gpu_seconds"])
             ps, pc = s.get("n_pairs"), c.get("n_pairs")
+            if s.get("quality_seconds") is not None:
+                continue  # measured: `_screen_outcome` reads it, no estimate needed
             if ps and pc and pc > ps:
                 per_pair = (c["gpu_seconds"] - s["gpu_seconds"]) / (pc - ps)
                 q = s["gpu_seconds"] - ps * per_pair
@@ -169,10 +176,16 @@ def _screen_outcome(row: Mapping[str, Any], metric: str, budgets: Sequence[float
                     share: float) -> tuple[Outcome, float]:
     """The outcome the sweep would have recorded for a screen trial, and its cost."""
     loss = _loss(row, metric)
-    n = int(row.get("n_prompts") or 1)
+    losses = json.loads(row["prompt_losses_json"]).get(metric) if row.get("prompt_losses_json") else None
+    if not losses or None in losses:
+        losses = [loss] * int(row.get("n_prompts") or 1)  # per-prompt losses not stored: no spread
+    n = len(losses)
+    quality_s = row.get("quality_seconds")
+    if quality_s is None:
+        quality_s = row["gpu_seconds"] * share
     for k in range(1, n + 1):
-        if clearly_over([loss] * k, budgets, rule):  # the trial asks after each prompt
-            return Outcome(STOPPED, loss, None), row["gpu_seconds"] * share * k / n
+        if clearly_over(losses[:k], budgets, rule):  # the trial asks after each prompt
+            return Outcome(STOPPED, statistics.fmean(losses[:k]), None), quality_s * k / n
     return Outcome(OK, loss, row["speedup"]), row["gpu_seconds"]
 
 

@@ -3,10 +3,12 @@ model: the sweep's own `SweepState` replayed with the lake as the oracle."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from engine_helpers import one_thread  # noqa: F401 - a fixture
 
 from bench.replay import ReplayError, main, markdown, replay
 from sweep.pruning import SweepState
@@ -89,3 +91,51 @@ def test_bad_input_is_one_line_error(spec, tmp_path, capsys):
     assert main([str(SPEC), "--lake", str(tmp_path / "empty-lake")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err
+
+
+# --------------------------------------------- the columns a future lake replays from
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_sweep_trial_rows_carry_what_a_replay_needs(tmp_path, spec):
+    """A real tiny sweep trial stores its per-prompt losses and how its seconds split;
+    the replay's stop model then reads them instead of modelling them."""
+    from dataclasses import asdict
+
+    from engine_helpers import STEPS
+
+    from bench.replay import Oracle, _screen_outcome
+    from sweep import lake_schema, trial
+    from sweep.catalog import Acceleration, PipelineConfig
+    from sweep.lake import Lake
+    from sweep.spec import EarlyStop, Measure
+
+    cfg = PipelineConfig("sd15", "ddim", STEPS, preset="tiny")
+    acc = Acceleration.from_params("deepcache", {"cache_interval": 3, "cache_branch_id": 0})
+    prompts, seeds = ["a red circle", "a blue square"], [0, 0]
+    settings = asdict(Measure(screen_pairs=2, count_flops="never"))
+    with trial.TrialSession(cfg) as session:
+        ok, _ = session.sweep_trial(acc, prompts, seeds, phase="screen", metric="ssim", budgets=[0.05],
+                                    clearly_over=lambda losses: False, settings=settings)
+        stopped, _ = session.sweep_trial(acc, prompts, seeds, phase="screen", metric="ssim", budgets=[0.05],
+                                         clearly_over=lambda losses: True, settings=settings)
+    assert list(ok) == lake_schema.TRIAL_SCHEMA.names
+    per_prompt = json.loads(ok["prompt_losses_json"])["ssim"]
+    assert len(per_prompt) == 2 and sum(per_prompt) / 2 == pytest.approx(ok["quality_loss_ssim"])
+    assert ok["quality_seconds"] > 0 and ok["timing_seconds"] > 0
+    assert stopped["status"] == "stopped" and stopped["timing_seconds"] == 0.0
+    assert len(json.loads(stopped["prompt_losses_json"])["ssim"]) == 1
+
+    lake = Lake(str(tmp_path / "lake"))
+    lake.write_trials([ok])
+    (row,) = lake.trial_columns(["tag", "gpu_seconds", "n_prompts", "quality_loss_ssim", "speedup",
+                                 "quality_seconds", "prompt_losses_json"])
+    assert Oracle.from_rows([]).quality_share == 0.5  # nothing to estimate from: stated default
+    row = dict(row, gpu_seconds=10.0, quality_seconds=4.0)
+    # Stopping on the stored per-prompt losses costs k/n of the stored quality seconds.
+    budget = min(per_prompt) / 10
+    rule = EarlyStop(margin=0.0)
+    outcome, cost = _screen_outcome(row, "ssim", [budget], rule, share=0.9)
+    assert outcome.status == "stopped" and cost == pytest.approx(2.0)
+    outcome, cost = _screen_outcome(row, "ssim", [1.0], rule, share=0.9)
+    assert outcome.status == "ok" and cost == 10.0
