@@ -398,7 +398,8 @@ def markdown(r: Replay) -> str:
         for i, (pb, eb) in enumerate(zip(res.policy.bounds, res.exhaustive.bounds, strict=True)):
             combo_ok = [v[i] for v in res.combo_agreement.values()]
             head = f"| {res.config} | {res.metric} |" if i == 0 else "| | |"
-            tail = (f" {res.exhaustive.seconds:.1f} | {res.policy.seconds:.1f} | {res.ratio:.0%} | "
+            conf = sum(t.seconds for t in res.exhaustive.trials if t.phase == CONFIRM)
+            tail = (f" {res.exhaustive.seconds:.1f} ({conf:.1f} confirm) | {res.policy.seconds:.1f} | {res.ratio:.0%} | "
                     f"{res.floor:.1f} ({res.floor / res.exhaustive.seconds:.0%}) | {counts} |") if i == 0 else " | | | | |"
             lines.append(f"{head} {pb.budget:g} | {_bound_text(eb)} | {_bound_text(pb)} | "
                          f"{'yes' if res.agreement[i] else '**no**'} | {sum(combo_ok)}/{len(combo_ok)} |" + tail)
