@@ -127,7 +127,7 @@ def read_oracle(lake_uri: str, model: str | None = None) -> Oracle:
         rows = [r for r in rows if r["model"] == model]
     if not rows:
         raise ReplayError(f"the lake {lake_uri} holds no trial rows{f' of model {model}' if model else ''}: "
-                          "give the lake an exhaustive sweep of the spec wrote")
+                          "point --lake at the lake an exhaustive sweep of this spec wrote")
     return Oracle.from_rows(rows)
 
 
