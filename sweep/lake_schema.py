@@ -137,6 +137,12 @@ def trial_schema(methods: Methods = METHODS) -> pa.Schema:
         ("gpu_seconds", pa.float64()),
         ("started_at", pa.timestamp("us", tz="UTC")),
         ("finished_at", pa.timestamp("us", tz="UTC")),
+        # What a search policy needs to be replayed offline (bench/replay.py): how a sweep
+        # trial's seconds split, and each prompt's loss, which early stopping acts on.
+        # Null in rows written before them and in rows not written by a sweep trial.
+        ("quality_seconds", pa.float64()),    # the quality prompts (both images, metrics)
+        ("timing_seconds", pa.float64()),     # compute ratio and timing pairs; 0 when stopped
+        ("prompt_losses_json", pa.string()),  # {"ssim": [...], "clip": [...], "judge": [...]}, prompt order
     ])
 
 

@@ -512,6 +512,7 @@ class TrialSession:
                 stop_reason = (f"quality loss ({metric}) {summary.loss(metric):.4f} after {done} of "
                                f"{len(prompts)} prompt(s) is clearly over every budget (max {max(budgets):g})")
                 break
+        quality_s = time.monotonic() - t0
         timed_s, ratio, speed = 0.0, None, None
         if status == lake_schema.OK:
             if settings["count_flops"] == "always" or (settings["count_flops"] == "confirm" and confirm):
@@ -525,6 +526,11 @@ class TrialSession:
         row = self.trial_row(acc, quality=summary, speed=speed, compute_ratio=ratio, status=status,
                              phase=phase, final=confirm, sweep_id=sweep_id, stop_reason=stop_reason,
                              started_at=started, key_inputs=key_inputs)
+        row["quality_seconds"] = quality_s
+        row["timing_seconds"] = inference_s - quality_s if status == lake_schema.OK else 0.0
+        if summary is not None:
+            row["prompt_losses_json"] = json.dumps(
+                {m: [p.loss(m) for p in summary.prompts] for m in lake_schema.BUDGET_METRICS})
         return row, {"prompts_done": done, "timed_seconds": timed_s, "inference_seconds": inference_s,
                      "pipeline_seconds": self.pipeline_seconds - busy0}
 

@@ -1,0 +1,460 @@
+"""Replay the sweep's scheduler against an exhaustive lake: what the policy would spend,
+and which bounds it would find, without a GPU.
+
+Run from the repository root (no install needed)::
+
+    PYTHONPATH=. python bench/replay.py datasets/sweeps/map-shapes.yaml --lake datasets/example-lake \
+        --metric ssim --metric judge --budgets 0.01,0.02,0.05
+
+The policy is `sweep.pruning.SweepState` itself (never a copy): the replay builds it from
+the spec's plan exactly as `sweep.driver.run_sweep` does, hands its tasks to `--workers`
+simulated devices, and answers each task from the lake (the oracle) instead of a GPU.
+Only configs whose every planned point has a screen row in the lake are replayed; the
+others are listed as incomplete.
+
+Cost model. Rows written since the lake gained ``quality_seconds``, ``timing_seconds``
+and ``prompt_losses_json`` say how a trial's seconds split and what each prompt lost; the
+shipped shapes map predates them, so for its rows both are modelled (and the model is
+stated in the output):
+
+* A screen trial that runs to the end costs its screen row's ``gpu_seconds``.
+* Early stopping: `sweep.pruning.clearly_over` is asked after each prompt, as the trial
+  does, on the row's per-prompt losses, or, where they are not stored, on the row's
+  mean loss repeated (no spread between prompts: optimistic, since spread delays a
+  stop). A trial stopped after k of n prompts costs k/n of its quality seconds and no
+  timing. Quality seconds: the row's ``quality_seconds``, else its ``gpu_seconds`` times
+  a quality share estimated from rows: for points with a screen and a confirm row, both
+  are ``Q + pairs * t`` (``n_pairs`` is stored), which gives Q / screen seconds; the
+  median over those points is used.
+* A confirmation costs the point's confirm row's ``gpu_seconds`` when the lake has one,
+  else its screen seconds times the median confirm/screen ratio (counted as estimated).
+* Pipeline loads and idle slots are not counted (device-seconds of trials only).
+
+The exhaustive side is costed by the same model: every point screened, then its own bound
+points confirmed. A bound (per config and budget) is the fastest point of any combo whose
+screen loss is within the budget; its speed is the confirm row's when the point was
+confirmed, else the screen row's. Policy and exhaustive bounds agree when they are the
+same point, or both speedup CIs overlap, or neither finds a point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import statistics
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from sweep.bookkeeping import resolved  # noqa: E402
+from sweep.catalog import PipelineConfig  # noqa: E402
+from sweep.lake import LakeReader  # noqa: E402
+from sweep.lake_schema import CONFIRM, OK, PRUNED, SCREEN, STOPPED  # noqa: E402
+from sweep.pruning import Outcome, SweepState, clearly_over, dominates  # noqa: E402
+from sweep.spec import ComboPlan, EarlyStop, SweepSpec, expand  # noqa: E402
+
+CONFIG_COLS = ("model", "scheduler", "steps", "resolution", "batch")
+ROW_COLS = [*CONFIG_COLS, "tag", "method", "phase", "status", "gpu_seconds", "n_prompts", "n_pairs",
+            "speedup", "speedup_ci_low", "speedup_ci_high", "finished_at",
+            "quality_loss_ssim", "quality_loss_clip", "quality_loss_judge",
+            "quality_seconds", "timing_seconds", "prompt_losses_json"]
+DEFAULT_BUDGETS = (0.01, 0.02, 0.05)
+
+
+class ReplayError(ValueError):
+    """The lake cannot answer the replay (nothing complete, a metric not stored)."""
+
+
+def config_id(cfg: PipelineConfig) -> tuple:
+    c = resolved(cfg)
+    return tuple(getattr(c, k) for k in CONFIG_COLS)
+
+
+def config_name(cid: tuple) -> str:
+    model, scheduler, steps, resolution, batch = cid
+    return f"{model} {scheduler} {steps} steps {resolution}px b{batch}"
+
+
+# ----------------------------------------------------------------------- the oracle
+
+
+@dataclass
+class Oracle:
+    """The lake's answers: per (config, tag) the screen row and the confirm row."""
+
+    screen: dict[tuple, dict[str, Any]]
+    confirm: dict[tuple, dict[str, Any]]
+    quality_share: float  # of a screen trial's seconds: its quality prompts
+    confirm_ratio: float  # confirm seconds / screen seconds, for points never confirmed
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[Mapping[str, Any]]) -> Oracle:
+        screen: dict[tuple, dict[str, Any]] = {}
+        confirm: dict[tuple, dict[str, Any]] = {}
+        for r in sorted(rows, key=lambda r: (r["finished_at"] is None, r["finished_at"] or 0)):
+            if r["status"] != OK or r["gpu_seconds"] is None:
+                continue  # only measured rows answer a replay; the latest of a key wins
+            key = (tuple(r[k] for k in CONFIG_COLS), r["tag"])
+            (screen if r["phase"] == SCREEN else confirm)[key] = dict(r)
+        shares, ratios = [], []
+        for key, s in screen.items():
+            c = confirm.get(key)
+            if c is None:
+                continue
+            ratios.append(c["gpu_seconds"] / s["gpu_seconds"])
+            ps, pc = s.get("n_pairs"), c.get("n_pairs")
+            if s.get("quality_seconds") is not None:
+                continue  # measured: `_screen_outcome` reads it, no estimate needed
+            if ps and pc and pc > ps:
+                per_pair = (c["gpu_seconds"] - s["gpu_seconds"]) / (pc - ps)
+                q = s["gpu_seconds"] - ps * per_pair
+                shares.append(min(1.0, max(0.0, q / s["gpu_seconds"])))
+        # Without any pair of rows to estimate from, assume half (stated in the output).
+        return cls(screen, confirm, statistics.median(shares) if shares else 0.5,
+                   statistics.median(ratios) if ratios else 2.0)
+
+
+def read_oracle(lake_uri: str, model: str | None = None) -> Oracle:
+    rows = LakeReader(lake_uri).trial_columns(ROW_COLS)
+    if model is not None:
+        rows = [r for r in rows if r["model"] == model]
+    if not rows:
+        raise ReplayError(f"the lake {lake_uri} holds no trial rows{f' of model {model}' if model else ''}: "
+                          "point --lake at the lake an exhaustive sweep of this spec wrote")
+    return Oracle.from_rows(rows)
+
+
+# ---------------------------------------------------------------------- simulation
+
+
+@dataclass
+class Trial:
+    tag: str
+    combo: str
+    phase: str
+    status: str
+    seconds: float
+    estimated: bool = False  # cost not read from a row (a confirmation the lake lacks)
+
+
+@dataclass
+class Bound:
+    budget: float
+    tag: str | None
+    loss: float | None = None
+    speedup: float | None = None
+    ci: tuple[float, float] | None = None
+
+
+@dataclass
+class Side:
+    """What one policy (the sweep's, or the exhaustive grid) spends and finds."""
+
+    seconds: float
+    trials: list[Trial]
+    bounds: list[Bound]  # per budget, over the config's combos
+    combo_bounds: dict[str, list[Bound]]  # per combo (the lake's bound group), per budget
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _loss(row: Mapping[str, Any], metric: str) -> float:
+    v = row.get(f"quality_loss_{metric}")
+    if v is None:
+        raise ReplayError(f"row {row['tag']} has no quality_loss_{metric}: replay a metric the lake "
+                          "stores (ssim, judge or clip as measured)")
+    return float(v)
+
+
+def _screen_outcome(row: Mapping[str, Any], metric: str, budgets: Sequence[float], rule: EarlyStop,
+                    share: float) -> tuple[Outcome, float]:
+    """The outcome the sweep would have recorded for a screen trial, and its cost."""
+    loss = _loss(row, metric)
+    losses = json.loads(row["prompt_losses_json"]).get(metric) if row.get("prompt_losses_json") else None
+    if not losses or None in losses:
+        losses = [loss] * int(row.get("n_prompts") or 1)  # per-prompt losses not stored: no spread
+    n = len(losses)
+    quality_s = row.get("quality_seconds")
+    if quality_s is None:
+        quality_s = row["gpu_seconds"] * share
+    for k in range(1, n + 1):
+        if clearly_over(losses[:k], budgets, rule):  # the trial asks after each prompt
+            return Outcome(STOPPED, statistics.fmean(losses[:k]), None), quality_s * k / n
+    return Outcome(OK, loss, row["speedup"]), row["gpu_seconds"]
+
+
+def _confirm_cost(oracle: Oracle, key: tuple) -> tuple[float, bool]:
+    row = oracle.confirm.get(key)
+    if row is not None:
+        return row["gpu_seconds"], False
+    return oracle.screen[key]["gpu_seconds"] * oracle.confirm_ratio, True
+
+
+def _bounds(measured: Mapping[str, tuple[float, Mapping[str, Any]]], confirmed: Mapping[str, Mapping[str, Any]],
+            budgets: Sequence[float]) -> list[Bound]:
+    """Per budget, the fastest point whose screen loss is within it."""
+    out = []
+    for b in budgets:
+        best: Bound = Bound(b, None)
+        for tag in sorted(measured):
+            loss, row = measured[tag]
+            if loss > b:
+                continue
+            speed_row = confirmed.get(tag, row)
+            if speed_row["speedup"] is None:
+                continue
+            if best.speedup is None or speed_row["speedup"] > best.speedup:
+                ci = (speed_row["speedup_ci_low"], speed_row["speedup_ci_high"])
+                best = Bound(b, tag, loss, speed_row["speedup"], ci if None not in ci else None)
+        out.append(best)
+    return out
+
+
+def replay_config(plans: list[ComboPlan], oracle: Oracle, metric: str, budgets: Sequence[float],
+                  rule: EarlyStop, workers: int = 2, state_cls: type[SweepState] = SweepState) -> Side:
+    """Run `state_cls` (the sweep's `SweepState`) over one config's plans on `workers`
+    simulated devices, every trial answered by the lake. Deterministic: equal finish
+    times complete in task order."""
+    cid = config_id(plans[0].config)
+    state = state_cls(plans, budgets, rule, lambda cfg, acc: f"{acc.combo}|{acc.tag}")
+    running: list[tuple[float, int, Any, Outcome | None]] = []
+    now, trials, measured, confirmed = 0.0, [], {}, {}
+
+    def drain_pruned():
+        for task, _ in state.pruned:
+            trials.append(Trial(task.acc.tag, task.acc.combo, SCREEN, PRUNED, 0.0))
+        state.pruned.clear()
+
+    while True:
+        while len(running) < workers:
+            task = state.next_task()
+            drain_pruned()
+            if task is None:
+                break
+            key = (cid, task.acc.tag)
+            if task.phase == CONFIRM:
+                cost, est = _confirm_cost(oracle, key)
+                outcome = None
+                confirmed[task.acc.tag] = oracle.confirm.get(key, oracle.screen[key])
+                trials.append(Trial(task.acc.tag, task.acc.combo, CONFIRM, OK, cost, est))
+            else:
+                row = oracle.screen[key]
+                outcome, cost = _screen_outcome(row, metric, budgets, rule, oracle.quality_share)
+                if outcome.status == OK:
+                    measured[task.acc.tag] = (outcome.loss, row)
+                trials.append(Trial(task.acc.tag, task.acc.combo, SCREEN, outcome.status, cost))
+            heapq.heappush(running, (now + cost, task.id, task, outcome))
+        if not running:
+            break
+        now, _, task, outcome = heapq.heappop(running)
+        state.complete(task, outcome if outcome is not None else Outcome(OK))
+    if not state.finished:
+        raise ReplayError(f"{config_name(cid)}: the policy stopped handing out tasks before it finished "
+                          f"({state.counts()}); a scheduler bug, not a lake problem")
+    counts: dict[str, int] = {}
+    for t in trials:
+        counts[f"{t.phase}_{t.status}"] = counts.get(f"{t.phase}_{t.status}", 0) + 1
+    combos = {}
+    for p in plans:
+        tags = {a.tag for a in p.points()}
+        combos[p.combo] = _bounds({t: v for t, v in measured.items() if t in tags}, confirmed, budgets)
+    return Side(sum(t.seconds for t in trials), trials, _bounds(measured, confirmed, budgets), combos, counts)
+
+
+def exhaustive_config(plans: list[ComboPlan], oracle: Oracle, metric: str, budgets: Sequence[float]) -> Side:
+    """Every point screened, then each combo's bound points confirmed (what the sweep
+    does with early stopping and pruning off), costed by the same model."""
+    off = EarlyStop(enabled=False, prune=False, speculate=False)
+    return replay_config(plans, oracle, metric, budgets, off, workers=1)
+
+
+def pruning_floor(plans: list[ComboPlan], oracle: Oracle, metric: str, budgets: Sequence[float],
+                  exhaustive: Side) -> float:
+    """What a clairvoyant pruner would spend: every point screened except those over the
+    largest budget that dominate another such point (a correct pruner must measure the
+    points within budget and the least aggressive over-budget ones), plus the
+    exhaustive side's confirmations. Early stopping is not in it."""
+    cid = config_id(plans[0].config)
+    limit = max(budgets)
+    seconds = sum(t.seconds for t in exhaustive.trials if t.phase == CONFIRM)
+    for p in plans:
+        pts = list(p.points())
+        over = [a for a in pts if _loss(oracle.screen[(cid, a.tag)], metric) > limit]
+        for a in pts:
+            if not any(b.tag != a.tag and dominates(a, b) for b in over) or a not in over:
+                seconds += oracle.screen[(cid, a.tag)]["gpu_seconds"]
+    return seconds
+
+
+def agree(a: Bound, b: Bound) -> bool:
+    if a.tag == b.tag:
+        return True
+    if a.ci is None or b.ci is None:
+        return False
+    return a.ci[0] <= b.ci[1] and b.ci[0] <= a.ci[1]
+
+
+# -------------------------------------------------------------------------- report
+
+
+@dataclass
+class ConfigResult:
+    config: str
+    metric: str
+    policy: Side
+    exhaustive: Side
+    agreement: list[bool]  # per budget: the config's bound
+    combo_agreement: dict[str, list[bool]]  # per combo, per budget
+    floor: float  # device-seconds of a clairvoyant pruner (`pruning_floor`)
+
+    @property
+    def ratio(self) -> float:
+        return self.policy.seconds / self.exhaustive.seconds if self.exhaustive.seconds else float("nan")
+
+
+@dataclass
+class Replay:
+    results: list[ConfigResult]
+    incomplete: list[str]  # configs the lake cannot answer for
+    quality_share: float
+    confirm_ratio: float
+    workers: int
+    rule: EarlyStop
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"workers": self.workers, "rule": asdict(self.rule), "quality_share": self.quality_share,
+                "confirm_ratio": self.confirm_ratio, "incomplete": self.incomplete,
+                "results": [{"config": r.config, "metric": r.metric, "ratio": r.ratio, "floor": r.floor,
+                             "agreement": r.agreement, "combo_agreement": r.combo_agreement,
+                             "policy": asdict(r.policy),
+                             "exhaustive": asdict(r.exhaustive)} for r in self.results]}
+
+
+def replay(spec: SweepSpec, lake_uri: str, *, metrics: Sequence[str] = ("ssim",),
+           budgets: Sequence[float] = DEFAULT_BUDGETS, workers: int = 2, rule: EarlyStop | None = None,
+           state_cls: type[SweepState] = SweepState, oracle: Oracle | None = None) -> Replay:
+    """Replay `spec`'s sweep policy (its `early_stop` section, or `rule`; early stopping
+    and pruning switched on when the spec, being exhaustive, had them off) against the
+    exhaustive lake at `lake_uri`."""
+    if workers < 1:
+        raise ReplayError(f"--workers must be at least 1, got {workers}")
+    if not budgets:
+        raise ReplayError("no budgets: give at least one, e.g. --budgets 0.01,0.02,0.05")
+    if rule is None:
+        rule = replace(spec.early_stop, enabled=True, prune=True)
+    plan = expand(spec)
+    models = {p.config.model for p in plan.combos}
+    oracle = oracle or read_oracle(lake_uri, model=next(iter(models)) if len(models) == 1 else None)
+    by_config: dict[tuple, list[ComboPlan]] = {}
+    for p in plan.combos:
+        by_config.setdefault(config_id(p.config), []).append(p)
+    results, incomplete = [], []
+    for cid, plans in by_config.items():
+        missing = [a.tag for p in plans for a in p.points() if (cid, a.tag) not in oracle.screen]
+        if missing:
+            incomplete.append(f"{config_name(cid)}: {len(missing)} of "
+                              f"{sum(len(list(p.points())) for p in plans)} points have no screen row")
+            continue
+        for metric in metrics:
+            pol = replay_config(plans, oracle, metric, sorted(budgets), rule, workers, state_cls)
+            exh = exhaustive_config(plans, oracle, metric, sorted(budgets))
+            combo_agreement = {c: [agree(a, b) for a, b in zip(pol.combo_bounds[c], bs, strict=True)]
+                               for c, bs in exh.combo_bounds.items()}
+            results.append(ConfigResult(config_name(cid), metric, pol, exh,
+                                        [agree(a, b) for a, b in zip(pol.bounds, exh.bounds, strict=True)],
+                                        combo_agreement, pruning_floor(plans, oracle, metric, budgets, exh)))
+    if not results:
+        raise ReplayError(f"no config of {spec.name} is complete in {lake_uri} ({'; '.join(incomplete)}): "
+                          "replay needs an exhaustive lake (early_stop: {enabled: false, prune: false})")
+    return Replay(results, incomplete, oracle.quality_share, oracle.confirm_ratio, workers, rule)
+
+
+def _bound_text(b: Bound) -> str:
+    if b.tag is None:
+        return "none"
+    ci = f" [{b.ci[0]:.2f}, {b.ci[1]:.2f}]" if b.ci else ""
+    return f"{b.tag} {b.speedup:.2f}x{ci}"
+
+
+def markdown(r: Replay) -> str:
+    rule = ", ".join(f"{k}={v}" for k, v in asdict(r.rule).items())
+    lines = [f"Policy: `SweepState` on {r.workers} simulated device(s), early_stop: {rule}. "
+             f"Quality share of a screen trial's seconds (estimated from rows): {r.quality_share:.2f}; "
+             f"confirm/screen seconds, for points the lake never confirmed: {r.confirm_ratio:.2f}.", "",
+             "| config | metric | budget | exhaustive bound | policy bound | agree | per-combo bounds agree |"
+             " exhaustive s | policy s | policy/exh. | floor s (floor/exh.) | policy trials |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for res in r.results:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(res.policy.counts.items()))
+        est = sum(t.estimated for t in res.policy.trials)
+        if est:
+            counts += f" ({est} confirm cost(s) estimated)"
+        for i, (pb, eb) in enumerate(zip(res.policy.bounds, res.exhaustive.bounds, strict=True)):
+            combo_ok = [v[i] for v in res.combo_agreement.values()]
+            head = f"| {res.config} | {res.metric} |" if i == 0 else "| | |"
+            conf = sum(t.seconds for t in res.exhaustive.trials if t.phase == CONFIRM)
+            tail = (f" {res.exhaustive.seconds:.1f} ({conf:.1f} confirm) | {res.policy.seconds:.1f} | {res.ratio:.0%} | "
+                    f"{res.floor:.1f} ({res.floor / res.exhaustive.seconds:.0%}) | {counts} |") if i == 0 else " | | | | |"
+            lines.append(f"{head} {pb.budget:g} | {_bound_text(eb)} | {_bound_text(pb)} | "
+                         f"{'yes' if res.agreement[i] else '**no**'} | {sum(combo_ok)}/{len(combo_ok)} |" + tail)
+    if r.incomplete:
+        lines += ["", "Not replayed (incomplete in the lake): " + "; ".join(r.incomplete) + "."]
+    return "\n".join(lines)
+
+
+def _budgets(text: str) -> list[float]:
+    try:
+        vals = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--budgets {text!r}: give numbers separated by commas, "
+                                         "e.g. 0.01,0.02,0.05") from None
+    return vals
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from sweep.spec import SpecError, load
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("spec", help="the sweep spec whose policy to replay (its plan and early_stop section)")
+    ap.add_argument("--lake", required=True, help="an exhaustive lake of that spec (the oracle)")
+    ap.add_argument("--metric", action="append", choices=["ssim", "clip", "judge"],
+                    help="quality metric the budgets are in (repeatable; default ssim)")
+    ap.add_argument("--budgets", type=_budgets, default=list(DEFAULT_BUDGETS))
+    ap.add_argument("--workers", type=int, default=2, help="simulated devices (default 2)")
+    ap.add_argument("--margin", type=float, help="override early_stop.margin (relative, over the largest budget)")
+    ap.add_argument("--min-prompts", type=int, help="override early_stop.min_prompts")
+    ap.add_argument("--no-stop", action="store_true", help="replay without early stopping")
+    ap.add_argument("--no-prune", action="store_true", help="replay without pruning")
+    ap.add_argument("--no-speculate", action="store_true", help="replay without speculation")
+    ap.add_argument("--json", help="also write the full result here")
+    args = ap.parse_args(argv)
+    try:
+        spec = load(args.spec)
+        # The spec's early_stop section, switched on (an exhaustive map has it off),
+        # then any override from the command line.
+        rule = replace(spec.early_stop, enabled=not args.no_stop, prune=not args.no_prune)
+        if args.no_speculate:
+            rule = replace(rule, speculate=False)
+        if args.margin is not None:
+            rule = replace(rule, margin=args.margin)
+        if args.min_prompts is not None:
+            rule = replace(rule, min_prompts=args.min_prompts)
+        r = replay(spec, args.lake, metrics=args.metric or ["ssim"], budgets=args.budgets, workers=args.workers,
+                   rule=rule)
+    except (ReplayError, SpecError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(markdown(r))
+    if args.json:
+        Path(args.json).write_text(json.dumps(r.to_dict(), indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
