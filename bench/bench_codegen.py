@@ -4,7 +4,7 @@ Target (README): rendering 10,000 tasks from a lake of 100,000 rows takes <= 10 
 2-core CI machine. The lake is real Parquet written through `sweep.lake.Lake` from a
 seeded generator: 3,680 configs (4 GPU kinds × 5 families × 5 schedulers × 8 step
 counts × every supported method combination) of about 27 points each. Each command
-runs as its own process (`python -m sweep.cli`, what `diffaccel` runs), and is timed from start to exit.
+runs as its own process (`python -m diffaccel.cli`, what `diffaccel` runs), and is timed from start to exit.
 
     .venv/bin/python bench/bench_codegen.py [--rows 100000] [--scales 0.7,0.85,1.0] [--repeat 3] [--keep DIR]
 
@@ -103,7 +103,7 @@ def timed(args: list[str]) -> tuple[float, float, str]:
     """(wall seconds, CPU seconds, stdout) of one command in its own process."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "sweep.cli", *args], capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run([sys.executable, "-m", "diffaccel.cli", *args], capture_output=True, text=True, cwd=REPO)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:

@@ -1,6 +1,6 @@
 """The codegen commands of the `diffaccel` CLI: bounds, tasks, codegen.
 
-Registered in `sweep.cli`; everything here reads the lake alone and imports no torch,
+Registered in `diffaccel.cli`; everything here reads the lake alone and imports no torch,
 Ray or diffusers. Bad input ends with exit status 2 and a message that names the
 problem and the fix, before anything is written.
 """

@@ -14,7 +14,7 @@ from codegen.tasks import build_tasks, floor2, read_tasks, scaled_speedup
 from codegen.texts import parse
 from sweep import spec as sweep_spec
 from sweep.catalog import FAMILIES
-from sweep.cli import app  # the commands as `diffaccel` registers them
+from diffaccel.cli import app  # the commands as `diffaccel` registers them
 
 DC = "deepcache"
 

@@ -13,7 +13,7 @@ from codegen.lake import open_lake
 from codegen.scripts import write_batch
 from codegen.tasks import Task, build_tasks, read_tasks, read_trials
 from sweep.catalog import ConfigError
-from sweep.cli import app
+from diffaccel.cli import app
 
 EXAMPLE_LAKE = "datasets/example-lake"
 

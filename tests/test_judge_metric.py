@@ -16,7 +16,7 @@ from codegen.lake import open_lake
 from sweep import judge, lake_schema, quality, shapes, trial
 from sweep import spec as S
 from sweep.catalog import Acceleration, PipelineConfig
-from sweep.cli import app
+from diffaccel.cli import app
 from sweep.lake import Lake
 
 JUDGE_DIR = "datasets/models/shapes-judge"

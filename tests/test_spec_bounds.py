@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from sweep import spec as S
 from sweep.catalog import ConfigError
-from sweep.cli import app
+from diffaccel.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
 

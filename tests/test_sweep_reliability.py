@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from sweep import driver
 from sweep.bookkeeping import Counts, Progress, format_eta
-from sweep.cli import app
+from diffaccel.cli import app
 from sweep.lake import Lake
 from sweep.lake_schema import FAILED, OK, SCREEN
 from sweep.pruning import Outcome, SweepState
