@@ -14,6 +14,7 @@ import typer
 
 from codegen.policy import CONFIDENCES, DEFAULT_CONFIDENCE, DEFAULT_POLICY, POLICIES
 from codegen.tasks import DEFAULT_BANDS, DEFAULT_SCALES, STRATEGIES
+from sweep.bounds import OK
 
 _FORMATS = ("table", "csv", "json")
 
@@ -112,8 +113,6 @@ def bounds_cmd(
                                                       "speedup [CI], loss and tag; csv/json always show all)"),
 ) -> None:
     """The highest speedup within a quality budget per config and GPU kind (or the Pareto fronts)."""
-    import math
-
     from codegen.lake import LakeError
 
     _choice(fmt, _FORMATS, "--format")
@@ -122,19 +121,17 @@ def bounds_cmd(
         df = lk.pareto(metric=metric) if pareto else lk.bounds(budget=budget, metric=metric)
     except LakeError as e:
         raise _fail(str(e)) from None
-    # A non-finite speedup or loss is no measurement (an overflowed row): never a bound.
-    finite = [all(isinstance(v, int | float) and math.isfinite(v) for v in (r["speedup"], r["quality_loss"]))
-              for r in df[["speedup", "quality_loss"]].to_dict("records")]
-    dropped = df[[not f for f in finite]]
-    df = df[finite]
     cols = [c for c in (_PARETO_COLUMNS if pareto else _BOUND_COLUMNS) if c in df.columns]
     if fmt == "table" and not wide:
         _emit(_compact(df), fmt)
     else:
         _emit(df[cols], fmt)
-    for r in dropped.to_dict("records"):
-        typer.echo(f"{_config_name(r)} {r['method']}: its best point {r.get('trial_key')} holds a non-finite "
-                   f"speedup or loss ({r['speedup']!r}, {r['quality_loss']!r}), not a measurement: "
+    # A non-finite speedup or loss is no measurement (an overflowed row): `sweep.bounds`
+    # leaves it out of every bound, and it is named here so it can be swept again.
+    for r in lk.sql(f"SELECT * FROM trials WHERE status = '{OK}' AND NOT (isfinite(speedup) AND "
+                    f"isfinite(quality_loss_{metric})) ORDER BY trial_key").to_dict("records"):
+        typer.echo(f"{_config_name(r)} {r['method']}: point {r.get('trial_key')} holds a non-finite speedup or "
+                   f"loss ({r['speedup']!r}, {r[f'quality_loss_{metric}']!r}), not a measurement: "
                    "sweep it again", err=True)
     if not pareto:
         every = lk.sql("SELECT DISTINCT device_kind, model, scheduler, steps, resolution, method FROM trials "

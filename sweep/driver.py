@@ -49,9 +49,10 @@ from sweep.bookkeeping import (
     outcome_of,
     resolved,
 )
+from sweep.bounds import screen_first
 from sweep.catalog import ConfigError
 from sweep.lake import LakeReader, LakeWriter, lake_warnings_as_lines
-from sweep.lake_schema import FAILED, OK, PRUNED, SCREEN, STOPPED
+from sweep.lake_schema import FAILED, OK, PRUNED, STOPPED
 from sweep.pruning import Outcome, SweepState
 from sweep.spec import DEFAULT_MAX_POINTS, Plan, SweepSpec, expand, load, trial_inputs
 
@@ -64,21 +65,22 @@ __all__ = ["Progress", "SweepContext", "SweepSummary", "LakeWriteError", "resolv
 
 
 def stored_outcomes(lake: LakeReader, metric: str, retry_failed: bool = True) -> dict[str, tuple[set[str], Outcome]]:
-    """trial_key -> (phases stored, outcome of its screen row) for a resumed sweep.
+    """trial_key -> (phases stored, outcome of the row `bounds.screen_first` picks: its
+    screen row, on which the interrupted run made its pruning decisions) for a resumed sweep.
 
     With `retry_failed`, ``failed`` rows are no verdict: they are left out, so their
     keys (and failed confirmations) run again."""
-    cols = ["trial_key", "phase", "status", f"quality_loss_{metric}", "speedup"]
-    out: dict[str, tuple[set[str], Outcome]] = {}
+    cols = ["trial_key", "phase", "status", f"quality_loss_{metric}", "speedup", "finished_at", "started_at"]
+    phases: dict[str, set[str]] = {}
+    picked: dict[str, dict[str, Any]] = {}
     for row in lake.trial_columns(cols):
         if retry_failed and row["status"] == FAILED:
             continue
-        phases, outcome = out.get(row["trial_key"], (set(), None))
-        phases.add(row["phase"])
-        if row["phase"] == SCREEN or outcome is None:
-            outcome = outcome_of(row, metric)
-        out[row["trial_key"]] = (phases, outcome)
-    return out
+        key = row["trial_key"]
+        phases.setdefault(key, set()).add(row["phase"])
+        if screen_first(picked.get(key), row):
+            picked[key] = row
+    return {key: (phases[key], outcome_of(row, metric)) for key, row in picked.items()}
 
 
 # ------------------------------------------------------------------------- Ray side

@@ -11,8 +11,8 @@ import pytest
 from engine_helpers import STEPS, one_thread  # noqa: F401
 from typer.testing import CliRunner
 
-from sweep import lake_schema, quality
 from diffaccel.cli import app
+from sweep import lake_schema, quality
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ["trial", "--model", "sd15", "--scheduler", "ddim", "--steps", "50"]

@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 from codegen import texts
 from codegen.lake import open_lake
+from diffaccel.cli import app
 from sweep import judge, lake_schema, quality, shapes, trial
 from sweep import spec as S
 from sweep.catalog import Acceleration, PipelineConfig
-from diffaccel.cli import app
 from sweep.lake import Lake
 
 JUDGE_DIR = "datasets/models/shapes-judge"

@@ -19,9 +19,9 @@ import pytest
 from sweep_helpers import expected_keys, tiny_spec, trial_rows, write_spec
 from typer.testing import CliRunner
 
+from diffaccel.cli import app
 from sweep import driver
 from sweep.bookkeeping import Counts, Progress, format_eta
-from diffaccel.cli import app
 from sweep.lake import Lake
 from sweep.lake_schema import FAILED, OK, SCREEN
 from sweep.pruning import Outcome, SweepState
