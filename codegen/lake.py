@@ -370,7 +370,7 @@ class LakeDB:
         return self.con.execute(query, params or []).df()
 
     def trials(self) -> pd.DataFrame:
-        """One row per trial_key (confirm over screen, then latest finished_at)."""
+        """One row per trial_key: the row to believe (`sweep.bounds`)."""
         return self.sql("SELECT * FROM trials ORDER BY trial_key")
 
     def trials_all(self) -> pd.DataFrame:
