@@ -57,7 +57,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from sweep.bounds import BELIEVE_SQL, BOUND_SQL_FILTER
+from sweep.bounds import BELIEVE_SQL, BOUND_SQL_FILTER, DEFAULT_BUDGET, DEFAULT_METRIC
 from sweep.lake import LakeError, LakeReader, LakeTable, LakeWarning
 from sweep.lake_schema import (
     BASELINE_PARTITIONS,
@@ -75,8 +75,6 @@ from sweep.lake_schema import (
 if TYPE_CHECKING:  # DuckDB imports pandas itself when a frame is asked for
     import pandas as pd
 
-DEFAULT_BUDGET = 0.02
-DEFAULT_METRIC = "ssim"
 
 
 # ----------------------------------------------------------------------------- SQL

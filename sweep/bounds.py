@@ -43,6 +43,11 @@ CONFIRM = "confirm"
 
 T = TypeVar("T")
 
+# The budget and metric a bound is asked at when none is given (`diffaccel bounds`,
+# `tasks`, `query`; `codegen.lake.bounds`): the first of a spec's default budgets.
+DEFAULT_BUDGET = 0.02
+DEFAULT_METRIC = "ssim"
+
 
 def finite(x: Any) -> bool:
     """A real number: not None, NaN or ±inf."""
@@ -129,6 +134,6 @@ def screen_first(current: Mapping[str, Any] | None, row: Mapping[str, Any]) -> b
     return current is None or resume_order(row) < resume_order(current)
 
 
-__all__ = ["BELIEVE_SQL", "BOUND_SQL_FILTER", "CONFIRM", "OK", "SCREEN", "best_point", "believe_order",
+__all__ = ["BELIEVE_SQL", "BOUND_SQL_FILTER", "CONFIRM", "DEFAULT_BUDGET", "DEFAULT_METRIC", "OK", "SCREEN", "best_point", "believe_order",
            "believed", "bound_order", "finite", "measured", "resume_order",
            "screen_first"]

@@ -51,6 +51,7 @@ from sweep.bookkeeping import (
 )
 from sweep.bounds import screen_first
 from sweep.catalog import ConfigError
+from sweep.exits import fail, interrupted
 from sweep.lake import LakeReader, LakeWriter, lake_warnings_as_lines
 from sweep.lake_schema import FAILED, OK, PRUNED, STOPPED
 from sweep.pruning import Outcome, SweepState
@@ -445,8 +446,7 @@ def sweep_cmd(
         spec = load(spec_path, max_points=max_points)
         plan = expand(spec)
     except ConfigError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        raise fail(str(e)) from None
     if dry_run:
         typer.echo(describe_plan(plan))
         return
@@ -458,15 +458,11 @@ def sweep_cmd(
                                cpus_per_trial=cpus_per_trial, progress=not quiet, strict=strict,
                                retry_failed=retry_failed)
     except ConfigError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        raise fail(str(e)) from None
     except LakeWriteError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from None
+        raise fail(str(e), code=1) from None
     except KeyboardInterrupt:
-        typer.echo("\ninterrupted: finished trials are in the lake; rerun the same command to resume",
-                   err=True)
-        raise typer.Exit(130) from None
+        raise interrupted() from None
     if summary:
         summary.parent.mkdir(parents=True, exist_ok=True)
         summary.write_text(result.to_json())
