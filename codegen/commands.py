@@ -12,7 +12,6 @@ from pathlib import Path
 import typer
 
 from codegen.policy import CONFIDENCES, DEFAULT_CONFIDENCE, DEFAULT_POLICY, POLICIES
-from codegen.query import FORMATS, write_frame
 from codegen.tasks import DEFAULT_BANDS, DEFAULT_SCALES, STRATEGIES
 from sweep.bounds import DEFAULT_BUDGET, DEFAULT_METRIC, OK
 from sweep.exits import fail
@@ -87,6 +86,8 @@ def _compact(df):
 
 
 def _emit(df, fmt: str) -> None:
+    from codegen.query import write_frame  # loaded by the commands that print tables only
+
     if fmt != "table":
         write_frame(df, fmt)
     elif df.empty:
@@ -106,6 +107,7 @@ def bounds_cmd(
 ) -> None:
     """The highest speedup within a quality budget per config and GPU kind (or the Pareto fronts)."""
     from codegen.lake import LakeError
+    from codegen.query import FORMATS
 
     _choice(fmt, FORMATS, "--format")
     lk = _open(lake)
