@@ -1,10 +1,10 @@
 """Benchmark: `tasks` and `codegen` end to end on a synthetic lake of 100,000 trial rows.
 
 Target (README): rendering 10,000 tasks from a lake of 100,000 rows takes <= 10 s on the
-2-core CI machine. The lake is real Parquet written through `sweep.lake.Lake` from a
+2-core CI machine. The lake is real Parquet written through `sweep.lake.LakeWriter` from a
 seeded generator: 3,680 configs (4 GPU kinds × 5 families × 5 schedulers × 8 step
 counts × every supported method combination) of about 27 points each. Each command
-runs as its own process (`python -m sweep.cli`, what `diffaccel` runs), and is timed from start to exit.
+runs as its own process (`python -m diffaccel.cli`, what `diffaccel` runs), and is timed from start to exit.
 
     .venv/bin/python bench/bench_codegen.py [--rows 100000] [--scales 0.7,0.85,1.0] [--repeat 3] [--keep DIR]
 
@@ -49,7 +49,7 @@ from sweep.catalog import (  # noqa: E402
     compatibility_matrix,
     stable_hash,
 )
-from sweep.lake import Lake  # noqa: E402
+from sweep.lake import LakeWriter  # noqa: E402
 
 KINDS = {"H100": "NVIDIA H100 80GB HBM3", "A100": "NVIDIA A100-SXM4-80GB", "H200": "NVIDIA H200",
          "L4": "NVIDIA L4"}
@@ -103,7 +103,7 @@ def timed(args: list[str]) -> tuple[float, float, str]:
     """(wall seconds, CPU seconds, stdout) of one command in its own process."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "sweep.cli", *args], capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run([sys.executable, "-m", "diffaccel.cli", *args], capture_output=True, text=True, cwd=REPO)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
@@ -136,7 +136,7 @@ def main() -> None:
             shutil.rmtree(lake)
         t0 = time.perf_counter()
         rows = synthetic_rows(args.rows, args.seed)
-        Lake(str(lake)).write_trials(rows)
+        LakeWriter(str(lake)).write_trials(rows)
         print(f"lake: {len(rows):,} rows, {sum(1 for _ in lake.rglob('*.parquet'))} Parquet files, "
               f"written in {time.perf_counter() - t0:.1f} s (not timed below)")
         print(f"load average before timing: {', '.join(f'{x:.2f}' for x in os.getloadavg())} "

@@ -1,42 +1,36 @@
 """The codegen commands of the `diffaccel` CLI: bounds, tasks, codegen.
 
-Registered in `sweep.cli`; everything here reads the lake alone and imports no torch,
+Registered in `diffaccel.cli`; everything here reads the lake alone and imports no torch,
 Ray or diffusers. Bad input ends with exit status 2 and a message that names the
 problem and the fix, before anything is written.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
 
 from codegen.policy import CONFIDENCES, DEFAULT_CONFIDENCE, DEFAULT_POLICY, POLICIES
 from codegen.tasks import DEFAULT_BANDS, DEFAULT_SCALES, STRATEGIES
-
-_FORMATS = ("table", "csv", "json")
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(2)
+from sweep.bounds import DEFAULT_BUDGET, DEFAULT_METRIC, OK
+from sweep.exits import fail
 
 
 def _choice(value: str, options: tuple[str, ...], option: str) -> str:
     if value not in options:
-        raise _fail(f"{option} {value!r} is unknown: use one of {', '.join(options)}")
+        raise fail(f"{option} {value!r} is unknown: use one of {', '.join(options)}")
     return value
 
 
 def _out_folder(out: Path, option: str = "--out") -> Path:
     """A folder to write into: refuse a file before anything is computed or written."""
     if out.exists() and not out.is_dir():
-        raise _fail(f"{option} {out} is a file: pass a folder (new or existing)")
+        raise fail(f"{option} {out} is a file: pass a folder (new or existing)")
     for parent in out.parents:
         if parent.exists():
             if not parent.is_dir():
-                raise _fail(f"{option} {out}: {parent} is a file, not a folder: pass another path")
+                raise fail(f"{option} {out}: {parent} is a file, not a folder: pass another path")
             break
     return out
 
@@ -53,7 +47,7 @@ def _open(lake: str):
     try:
         return open_lake(lake)
     except LakeError as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
 
 
 # `bounds` shows these by default (config, method, speedup [CI], loss, tag); --wide shows _BOUND_COLUMNS.
@@ -92,10 +86,10 @@ def _compact(df):
 
 
 def _emit(df, fmt: str) -> None:
-    if fmt == "csv":
-        sys.stdout.write(df.to_csv(index=False))
-    elif fmt == "json":
-        sys.stdout.write(df.to_json(orient="records", date_format="iso", indent=2) + "\n")
+    from codegen.query import write_frame  # loaded by the commands that print tables only
+
+    if fmt != "table":
+        write_frame(df, fmt)
     elif df.empty:
         typer.echo("(none)")
     else:
@@ -104,37 +98,34 @@ def _emit(df, fmt: str) -> None:
 
 def bounds_cmd(
     lake: str = typer.Option(..., "--lake", help="lake folder or pyarrow.fs URI"),
-    budget: float = typer.Option(0.02, help="largest quality loss allowed"),
-    metric: str = typer.Option("ssim", help="quality metric of the budget: ssim, clip or judge"),
+    budget: float = typer.Option(DEFAULT_BUDGET, help="largest quality loss allowed"),
+    metric: str = typer.Option(DEFAULT_METRIC, help="quality metric of the budget: ssim, clip or judge"),
     fmt: str = typer.Option("table", "--format", help="table, csv or json"),
     pareto: bool = typer.Option(False, "--pareto", help="print the Pareto front of each config instead"),
     wide: bool = typer.Option(False, "--wide", help="every column (the table shows config, method, "
                                                       "speedup [CI], loss and tag; csv/json always show all)"),
 ) -> None:
     """The highest speedup within a quality budget per config and GPU kind (or the Pareto fronts)."""
-    import math
-
     from codegen.lake import LakeError
+    from codegen.query import FORMATS
 
-    _choice(fmt, _FORMATS, "--format")
+    _choice(fmt, FORMATS, "--format")
     lk = _open(lake)
     try:
         df = lk.pareto(metric=metric) if pareto else lk.bounds(budget=budget, metric=metric)
     except LakeError as e:
-        raise _fail(str(e)) from None
-    # A non-finite speedup or loss is no measurement (an overflowed row): never a bound.
-    finite = [all(isinstance(v, int | float) and math.isfinite(v) for v in (r["speedup"], r["quality_loss"]))
-              for r in df[["speedup", "quality_loss"]].to_dict("records")]
-    dropped = df[[not f for f in finite]]
-    df = df[finite]
+        raise fail(str(e)) from None
     cols = [c for c in (_PARETO_COLUMNS if pareto else _BOUND_COLUMNS) if c in df.columns]
     if fmt == "table" and not wide:
         _emit(_compact(df), fmt)
     else:
         _emit(df[cols], fmt)
-    for r in dropped.to_dict("records"):
-        typer.echo(f"{_config_name(r)} {r['method']}: its best point {r.get('trial_key')} holds a non-finite "
-                   f"speedup or loss ({r['speedup']!r}, {r['quality_loss']!r}), not a measurement: "
+    # A non-finite speedup or loss is no measurement (an overflowed row): `sweep.bounds`
+    # leaves it out of every bound, and it is named here so it can be swept again.
+    for r in lk.sql(f"SELECT * FROM trials WHERE status = '{OK}' AND NOT (isfinite(speedup) AND "
+                    f"isfinite(quality_loss_{metric})) ORDER BY trial_key").to_dict("records"):
+        typer.echo(f"{_config_name(r)} {r['method']}: point {r.get('trial_key')} holds a non-finite speedup or "
+                   f"loss ({r['speedup']!r}, {r[f'quality_loss_{metric}']!r}), not a measurement: "
                    "sweep it again", err=True)
     if not pareto:
         every = lk.sql("SELECT DISTINCT device_kind, model, scheduler, steps, resolution, method FROM trials "
@@ -151,8 +142,8 @@ def bounds_cmd(
 def tasks_cmd(
     lake: str = typer.Option(..., "--lake", help="lake folder or pyarrow.fs URI"),
     out: Path = typer.Option(..., "--out", help="folder for tasks.jsonl (and missing-spec*.yaml)"),
-    budget: float = typer.Option(0.02, help="largest quality loss allowed"),
-    metric: str = typer.Option("ssim", help="quality metric of the budget: ssim, clip or judge"),
+    budget: float = typer.Option(DEFAULT_BUDGET, help="largest quality loss allowed"),
+    metric: str = typer.Option(DEFAULT_METRIC, help="quality metric of the budget: ssim, clip or judge"),
     scales: str = typer.Option(",".join(map(str, DEFAULT_SCALES)),
                                help="multiples of each config's bound: <1 easy, 1 normal, >1 hard"),
     strategy: str = typer.Option("lake", help="lake: the configs the lake holds; grid: every config of --spec"),
@@ -184,13 +175,13 @@ def tasks_cmd(
         band_edges = parse_bands(bands)
         if strategy == "grid":
             if spec is None:
-                raise _fail("--strategy grid needs --spec SPEC: the sweep spec whose axes to cover")
+                raise fail("--strategy grid needs --spec SPEC: the sweep spec whose axes to cover")
             from sweep.spec import load
 
             sweep_spec = load(spec)
             grid = grid_configs(sweep_spec)
         elif spec is not None:
-            raise _fail("--spec is only read by --strategy grid: add --strategy grid or drop --spec")
+            raise fail("--spec is only read by --strategy grid: add --strategy grid or drop --spec")
         lk = _open(lake)
         trials = read_trials(lk)
         lk.close()  # before build_tasks forks its workers: a forked child would lack DuckDB's threads
@@ -198,7 +189,7 @@ def tasks_cmd(
                             grid=grid, workers=None, confidence=confidence, bands=band_edges)
         path = write_tasks(out / "tasks.jsonl", tasks)
     except (ConfigError, LakeError) as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     counts: dict[str, int] = {}
     for t in tasks:
         counts[t.status] = counts.get(t.status, 0) + 1
@@ -237,11 +228,11 @@ def codegen_cmd(
     _choice(confidence, CONFIDENCES, "--confidence")
     _out_folder(out)
     if (tasks is None) == (task is None):
-        raise _fail("pass either --tasks FILE or --task TEXT (with --lake)")
+        raise fail("pass either --tasks FILE or --task TEXT (with --lake)")
     try:
         if task is not None:
             if lake is None:
-                raise _fail("--task needs --lake L: the lake to find the parameters in")
+                raise fail("--task needs --lake L: the lake to find the parameters in")
             from codegen.lake import LakeError  # only --task reads a lake (and needs DuckDB)
             from codegen.tasks import parse_bands
 
@@ -250,7 +241,7 @@ def codegen_cmd(
                 items = [task_for_request(read_trials(_open(lake)), req, policy=policy, confidence=confidence,
                                           bands=parse_bands(bands))]
             except LakeError as e:
-                raise _fail(str(e)) from None
+                raise fail(str(e)) from None
             t = items[0]
             if t.band is not None:
                 edges = parse_bands(bands)
@@ -258,14 +249,14 @@ def codegen_cmd(
                            f"below {edges[0]:g}×, hard above {edges[1]:g}× the bound); status: {t.status}")
         else:
             if lake is not None:
-                raise _fail("--lake is only read with --task; a tasks file already holds its answers")
+                raise fail("--lake is only read with --task; a tasks file already holds its answers")
             items = list(read_tasks(tasks))
     except ConfigError as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     try:
         result = write_batch(items, out, write_tasks_file=task is not None, workers=None)
     except ConfigError as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     typer.echo(result.summary())
     for e in result.entries:
         if e["status"] == "malformed":

@@ -1,5 +1,6 @@
-"""Reading the lake: DuckDB views and pandas frames, and the one definition of bounds
-and Pareto fronts that everything else (query, report, tasks) uses.
+"""Reading the lake: DuckDB views and pandas frames, and the SQL of bounds and Pareto
+fronts that query, report and bounds use. What a bound is and which row of a trial key
+to believe are defined once, in `sweep.bounds`; the SQL here is written from it.
 
     from codegen.lake import open_lake
     lk = open_lake("lake")             # a folder, file://..., s3://... (any pyarrow.fs URI)
@@ -15,21 +16,23 @@ holds, such as a column only one method writes):
 ``trials_all``
     every stored trial row, re-measurements included.
 ``trials``
-    one row per ``trial_key``: a ``confirm`` row beats a ``screen`` row, then the latest
-    ``finished_at`` wins (the rare race of two drivers writing the same key).
+    one row per ``trial_key``, the row to believe (`sweep.bounds`): a ``confirm`` row
+    beats a ``screen`` row, then the latest ``finished_at``, then ``started_at`` wins
+    (the rare race of two drivers writing the same key).
 ``baselines``
     one row per ``baseline_key``, latest ``created_at`` wins.
 ``bounds`` / ``bounds_at(budget, metric)``
     per `BOUND_GROUP` (device_kind, model, scheduler, steps, resolution, method): the
-    ``status='ok'`` trial with the highest ``speedup`` whose loss in `metric` is at most
-    `budget`; ties on speedup go to the lower loss, then the smaller trial_key. The row
-    is the whole winning trial, plus ``metric``, ``budget``, ``quality_loss`` (the loss in
-    `metric`), ``n_ok`` (ok trials of the config with a loss in `metric`) and
+    ``status='ok'`` trial with a finite speedup and loss (`sweep.bounds.measured`), the
+    highest ``speedup`` and a loss in `metric` at most `budget`; ties on speedup go to
+    the lower loss, then the smaller trial_key. The row is the whole winning trial, plus
+    ``metric``, ``budget``, ``quality_loss`` (the loss in `metric`), ``n_ok`` (measured
+    ok trials of the config, i.e. with a finite speedup and loss in `metric`) and
     ``n_in_budget``. A config with no ok point within budget is ABSENT from bounds
     (compare with ``SELECT DISTINCT ... FROM trials`` to list those).
     ``bounds`` is ``bounds_at(0.02, 'ssim')``.
 ``pareto`` / ``pareto_at(metric)``
-    per BOUND_GROUP, the ok trials no other ok trial beats on both axes (speedup at least
+    per BOUND_GROUP, the measured ok trials no other such trial beats on both axes (speedup at least
     as high and loss at least as low, one strictly). Identical (speedup, loss) points
     are listed once, the smaller trial_key standing for them. Sorted by group, then by
     rising loss (and so rising speedup). Plus ``metric`` and ``quality_loss``.
@@ -54,6 +57,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from sweep.bounds import BELIEVE_SQL, BOUND_SQL_FILTER, DEFAULT_BUDGET, DEFAULT_METRIC
 from sweep.lake import LakeError, LakeReader, LakeTable, LakeWarning
 from sweep.lake_schema import (
     BASELINE_PARTITIONS,
@@ -71,8 +75,6 @@ from sweep.lake_schema import (
 if TYPE_CHECKING:  # DuckDB imports pandas itself when a frame is asked for
     import pandas as pd
 
-DEFAULT_BUDGET = 0.02
-DEFAULT_METRIC = "ssim"
 
 
 # ----------------------------------------------------------------------------- SQL
@@ -121,8 +123,8 @@ _POINTS = f"""
     SELECT _file, _row, {_GROUP}, trial_key, speedup, quality_loss FROM (
         SELECT *, {_loss_expr('metric')} AS quality_loss
         FROM _trials_keys
-        WHERE status = '{OK}' AND speedup IS NOT NULL
-    ) WHERE quality_loss IS NOT NULL"""
+        WHERE status = '{OK}'
+    ) WHERE {BOUND_SQL_FILTER}"""
 
 _T_GROUP = ", ".join("t." + _ident(c) for c in BOUND_GROUP)
 _ON = " AND ".join(f"p.{_ident(c)} IS NOT DISTINCT FROM b.{_ident(c)}" for c in BOUND_GROUP)
@@ -135,6 +137,7 @@ CREATE OR REPLACE MACRO bounds_at(budget, metric) AS TABLE
 WITH per_config AS (
     SELECT {_GROUP},
            -- the fastest point within budget; ties: lower loss, then smaller trial_key
+           -- (`sweep.bounds.bound_order`; tests/test_bounds.py proves the two agree)
            arg_min({{'_file': _file, '_row': _row, 'loss': quality_loss}},
                    {{'s': -speedup, 'l': quality_loss, 'k': trial_key}})
                FILTER (WHERE quality_loss <= budget) AS _win,
@@ -182,7 +185,7 @@ CREATE OR REPLACE VIEW pareto AS SELECT * FROM pareto_at({_literal(DEFAULT_METRI
 
 
 # Of several rows for one key, the one to believe.
-_TRIAL_LATEST = "(phase = 'confirm') DESC NULLS LAST, finished_at DESC NULLS LAST, started_at DESC NULLS LAST"
+_TRIAL_LATEST = BELIEVE_SQL  # the row to believe of a trial key: `sweep.bounds`
 # Columns the reader adds to find a row again; never shown.
 _HIDDEN = ("_file", "file_row_number", "_row")
 
@@ -365,7 +368,7 @@ class LakeDB:
         return self.con.execute(query, params or []).df()
 
     def trials(self) -> pd.DataFrame:
-        """One row per trial_key (confirm over screen, then latest finished_at)."""
+        """One row per trial_key: the row to believe (`sweep.bounds`)."""
         return self.sql("SELECT * FROM trials ORDER BY trial_key")
 
     def trials_all(self) -> pd.DataFrame:

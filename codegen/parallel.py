@@ -8,7 +8,7 @@ them out while the workers go on.
 
 Forking is only done on Linux, and only where the caller asks for it: the CLI does, for
 batches large enough to repay it. A caller that forks should hold no DuckDB connection
-(`codegen.lake.Lake.close`), whose worker threads a forked child would not have. If
+(`codegen.lake.LakeDB.close`), whose worker threads a forked child would not have. If
 workers cannot be started or one dies, the remaining items are done in this process,
 so the results are the same either way.
 """

@@ -11,7 +11,8 @@ for 8× could return 8.9× as readily as 8.0×. Here the choice is an explicit p
     higher speedup.
 ``max-speedup``
     the highest speedup within budget (it must still meet the request); ties go to
-    the lower loss.
+    the lower loss: the order of `sweep.bounds.bound_order`, so with no request it
+    picks the bound.
 
 Remaining ties go to the smaller trial key, so the choice never depends on row order.
 A request that no point meets is infeasible, and the best reachable speedup is
@@ -33,6 +34,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
+
+from sweep.bounds import bound_order
 
 POLICIES = ("closest", "min-loss", "max-speedup")
 DEFAULT_POLICY = "closest"
@@ -92,7 +95,7 @@ def _order(policy: str) -> Callable[[Point], tuple]:
         return lambda p: (p.speedup, p.loss, p.trial_key)
     if policy == "min-loss":
         return lambda p: (p.loss, -p.speedup, p.trial_key)
-    return lambda p: (-p.speedup, p.loss, p.trial_key)
+    return lambda p: bound_order(p.speedup, p.loss, p.trial_key)  # the bound's own order
 
 
 def choose(

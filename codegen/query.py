@@ -14,10 +14,17 @@ files beside it.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import typer
 
+from sweep.bounds import DEFAULT_BUDGET, DEFAULT_METRIC
+from sweep.exits import fail
+
+if TYPE_CHECKING:  # the frames come from DuckDB, which imports pandas itself
+    import pandas as pd
+
+# Output formats of the commands that print tables (query, bounds).
 FORMATS = ("table", "csv", "json")
 
 
@@ -39,8 +46,8 @@ def query_cmd(
     sql: str = typer.Argument(..., help="DuckDB SQL over the views trials, baselines, bounds, pareto, ..."),
     lake: str = typer.Option(..., "--lake", help="lake folder or pyarrow.fs URI (file://, s3://, ...)"),
     fmt: str = typer.Option("table", "--format", help="table, csv or json"),
-    budget: float = typer.Option(0.02, help="quality budget of the `bounds` view"),
-    metric: str = typer.Option("ssim", help="quality metric of the `bounds` and `pareto` views: ssim, clip or judge"),
+    budget: float = typer.Option(DEFAULT_BUDGET, help="quality budget of the `bounds` view"),
+    metric: str = typer.Option(DEFAULT_METRIC, help="quality metric of the `bounds` and `pareto` views: ssim, clip or judge"),
     strict: bool = typer.Option(False, help="fail on a file the lake should not hold instead of skipping it"),
 ) -> None:
     """Run SQL over the lake (views trials, trials_all, baselines, bounds, pareto)."""
@@ -49,10 +56,6 @@ def query_cmd(
     import duckdb
 
     from codegen.lake import LakeError, LakeWarning, open_lake
-
-    def fail(message: str) -> typer.Exit:
-        typer.echo(f"error: {message}", err=True)
-        return typer.Exit(2)
 
     if fmt not in FORMATS:
         raise fail(f"--format {fmt!r} is unknown: use one of {', '.join(FORMATS)}")

@@ -36,6 +36,7 @@ from codegen.lake import (
     open_lake,
 )
 from sweep.catalog import COMBOS, FAMILIES, METHOD_DISPLAY, SCHEDULERS
+from sweep.exits import fail
 from sweep.lake_schema import FAILED, OK, STATUSES
 
 # A config is one bound group less the method: the methods compete inside it.
@@ -618,13 +619,11 @@ def report_cmd(
             page = build_report(lake, out, budgets=budget or None, metric=metric,
                                 progress=say if verbose else None)
         except LakeError as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from None
+            raise fail(str(err)) from None
         except ModuleNotFoundError as err:
             if err.name != "matplotlib":
                 raise
-            typer.echo("error: the report draws with matplotlib: pip install 'diffaccel[report]'", err=True)
-            raise typer.Exit(2) from None
+            raise fail("the report draws with matplotlib: pip install 'diffaccel[report]'") from None
     for w in caught:
         typer.echo(f"warning: {w.message}", err=True)
     typer.echo(str(page))

@@ -27,7 +27,7 @@ import stat
 import tempfile
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -466,97 +466,25 @@ def write_batch(tasks: Iterable[Task | BadLine], out: str | os.PathLike, *,
         raise ConfigError(f"--out {out} is a file: pass a folder (new or existing)")
     out.mkdir(parents=True, exist_ok=True)
     items = list(tasks)
-    # Each distinct point to render once, in the order of its first task, with every task it serves.
-    same_of: dict[int, str] = {}
-    todo: dict[str, list[Task]] = {}
-    for i, item in enumerate(items):
-        # A feasible task without a usable choice goes to render too, which says what is wrong.
-        if isinstance(item, Task) and item.status in _SCRIPTED and (
-                item.status == FEASIBLE or point_of(item) is not None):
-            same_of[i] = same = _same_point(item)
-            todo.setdefault(same, []).append(item)
+    same_of, todo = _points_to_render(items)
     staging = Path(tempfile.mkdtemp(prefix=".scripts-", dir=out))
-    entries: list[dict[str, Any]] = []
-
-    search: dict[str, dict[str, Any]] = {}
-    names: dict[str, str] = {}  # file name -> the point it was rendered for
-    by_key: dict[str, tuple[str, str] | str] = {}  # rendered point -> (file name, tag), or why not
-    kept: list[Task] = []
-    files = _Files(staging, out / "scripts")
+    batch = _Batch(_Files(staging, out / "scripts"))
     results = None
     try:
         n = worker_count(len(todo), workers, min_items=PARALLEL_MIN_RENDERS, chunk=_CHUNK)
         if n > 1:
             _template()  # compile it once, before the workers fork
-        # This process writes the files out as the workers render them.
+        # This process writes the files out as the workers render them, in task order.
         results = ordered_map(_rendered, list(todo.values()), _CHUNK, workers=n if n > 1 else 0)
         for i, item in enumerate(items):
-            if isinstance(item, BadLine):
-                entries.append({"task_id": item.task_id, "line": item.line, "status": MALFORMED,
-                                "reason": item.reason})
-                continue
-            kept.append(item)
-            entry: dict[str, Any] = {"task_id": item.task_id, "status": item.status,
-                                     "difficulty": item.difficulty, "band": item.band, "config": item.config,
-                                     "requested_speedup": item.requested_speedup}
-            if item.skipped_points:
-                entry["skipped_points"] = item.skipped_points
-            if item.candidates:
-                entry["candidates"] = [_candidate_note(c) for c in item.candidates]
-            if i not in same_of:
-                entry["reason"] = item.reason
-                entries.append(entry)
-                continue
-            same = same_of[i]
-            if same not in by_key:
-                result = next(results)
-                if isinstance(result, str):
-                    by_key[same] = result
-                else:
-                    name, tag, source = result
-                    if name in names:  # same tag and config, another point: another measurement or model
-                        stem = name[:-3]
-                        name = f"{stem}_{safe_part(point_of(item).get('trial_key'))[:8]}.py"
-                        if name in names:  # the same measurement for another model id, say
-                            name = f"{stem}_{hashlib.sha256(same.encode()).hexdigest()[:8]}.py"
-                    files.put(name, source)
-                    names[name] = same
-                    by_key[same] = (name, tag)
-            done = by_key[same]
-            if isinstance(done, str):  # could not be rendered
-                entry.update(status=MALFORMED, reason=done)
-                entries.append(entry)
-                continue
-            name, tag = done
-            ch = point_of(item)
-            entry.update(script=f"scripts/{name}", tag=tag, speedup=ch.get("speedup"),
-                         speedup_ci=[ch.get("speedup_ci_low"), ch.get("speedup_ci_high")],
-                         quality_loss=ch.get("quality_loss"))
-            if item.status == OPEN:
-                entry["reason"] = item.reason
-            else:
-                entry["status"] = RENDERED
-                if ch.get("margin") is not None:
-                    entry["margin"] = ch["margin"]
-                key = search_params_key(item)
-                value = search_params_value(item)
-                held = search.setdefault(key, value)
-                if held is not value and {**held, "task_id": None} != {**value, "task_id": None}:
-                    # Same request and model on another device kind: the first keeps the key; say so.
-                    entry["search_params_note"] = (f"search_params key already holds task {held['task_id']} "
-                                                   f"({held['device_kind']}): this task's entry is in the manifest")
-                    entry["search_params"] = value
-                entry["search_params_key"] = key
-            entries.append(entry)
+            batch.add(item, same_of.get(i), results)
         results.close()  # shut the workers down now, before the swap
-        counts = Counter(e["status"] for e in entries)
+        counts = Counter(e["status"] for e in batch.entries)
         # Everything JSON is encoded before the swap: a value it cannot hold fails here,
         # leaving OUT as it was.
-        manifest = _manifest_bytes(counts, entries)
-        search_text = _search_params_text(search)
-        tasks_data = None
-        if write_tasks_file:
-            tasks_data = encode_jsonl(t.to_dict() for t in kept)
+        manifest = _manifest_bytes(counts, batch.entries)
+        search_text = _search_params_text(batch.search)
+        tasks_data = encode_jsonl(t.to_dict() for t in batch.kept) if write_tasks_file else None
         _swap_folder(staging, out / "scripts")
     finally:
         if results is not None:
@@ -566,7 +494,102 @@ def write_batch(tasks: Iterable[Task | BadLine], out: str | os.PathLike, *,
         _write_bytes(out / "tasks.jsonl", tasks_data)
     _write_bytes(out / "manifest.json", manifest)
     _write_bytes(out / "search_params.json", search_text.encode("utf-8"))
-    return BatchResult(entries, counts, out)
+    return BatchResult(batch.entries, counts, out)
+
+
+def _points_to_render(items: Sequence[Task | BadLine]) -> tuple[dict[int, str], dict[str, list[Task]]]:
+    """Each distinct point to render once, in the order of its first task, with every task
+    it serves: ({item index: point}, {point: its tasks})."""
+    same_of: dict[int, str] = {}
+    todo: dict[str, list[Task]] = {}
+    for i, item in enumerate(items):
+        # A feasible task without a usable choice goes to render too, which says what is wrong.
+        if isinstance(item, Task) and item.status in _SCRIPTED and (
+                item.status == FEASIBLE or point_of(item) is not None):
+            same_of[i] = same = _same_point(item)
+            todo.setdefault(same, []).append(item)
+    return same_of, todo
+
+
+def _task_entry(item: Task) -> dict[str, Any]:
+    """A task's manifest entry before its script (if any) is known."""
+    entry: dict[str, Any] = {"task_id": item.task_id, "status": item.status, "difficulty": item.difficulty,
+                             "band": item.band, "config": item.config, "requested_speedup": item.requested_speedup}
+    if item.skipped_points:
+        entry["skipped_points"] = item.skipped_points
+    if item.candidates:
+        entry["candidates"] = [_candidate_note(c) for c in item.candidates]
+    return entry
+
+
+class _Batch:
+    """The manifest entries, search params and scripts of a batch, built task by task."""
+
+    def __init__(self, files: _Files):
+        self.files = files
+        self.entries: list[dict[str, Any]] = []
+        self.search: dict[str, dict[str, Any]] = {}
+        self.kept: list[Task] = []
+        self.names: dict[str, str] = {}  # file name -> the point it was rendered for
+        self.by_key: dict[str, tuple[str, str] | str] = {}  # rendered point -> (file name, tag), or why not
+
+    def add(self, item: Task | BadLine, same: str | None, results: Iterator) -> None:
+        """Record `item`; `same` is the point it renders (None: no script), whose rendering
+        is the next of `results` the first time the point comes up."""
+        if isinstance(item, BadLine):
+            self.entries.append({"task_id": item.task_id, "line": item.line, "status": MALFORMED,
+                                 "reason": item.reason})
+            return
+        self.kept.append(item)
+        entry = _task_entry(item)
+        self.entries.append(entry)
+        if same is None:
+            entry["reason"] = item.reason
+            return
+        if same not in self.by_key:
+            self.by_key[same] = self._store(next(results), item, same)
+        done = self.by_key[same]
+        if isinstance(done, str):  # could not be rendered
+            entry.update(status=MALFORMED, reason=done)
+            return
+        name, tag = done
+        ch = point_of(item)
+        entry.update(script=f"scripts/{name}", tag=tag, speedup=ch.get("speedup"),
+                     speedup_ci=[ch.get("speedup_ci_low"), ch.get("speedup_ci_high")],
+                     quality_loss=ch.get("quality_loss"))
+        if item.status == OPEN:
+            entry["reason"] = item.reason
+            return
+        entry["status"] = RENDERED
+        if ch.get("margin") is not None:
+            entry["margin"] = ch["margin"]
+        self._search_params(entry, item)
+
+    def _store(self, result: tuple[str, str, str] | str, item: Task, same: str) -> tuple[str, str] | str:
+        """Write a rendered script under a name no other point has; (name, tag), or why
+        it could not be rendered."""
+        if isinstance(result, str):
+            return result
+        name, tag, source = result
+        if name in self.names:  # same tag and config, another point: another measurement or model
+            stem = name[:-3]
+            name = f"{stem}_{safe_part(point_of(item).get('trial_key'))[:8]}.py"
+            if name in self.names:  # the same measurement for another model id, say
+                name = f"{stem}_{hashlib.sha256(same.encode()).hexdigest()[:8]}.py"
+        self.files.put(name, source)
+        self.names[name] = same
+        return name, tag
+
+    def _search_params(self, entry: dict[str, Any], item: Task) -> None:
+        key = search_params_key(item)
+        value = search_params_value(item)
+        held = self.search.setdefault(key, value)
+        if held is not value and {**held, "task_id": None} != {**value, "task_id": None}:
+            # Same request and model on another device kind: the first keeps the key; say so.
+            entry["search_params_note"] = (f"search_params key already holds task {held['task_id']} "
+                                           f"({held['device_kind']}): this task's entry is in the manifest")
+            entry["search_params"] = value
+        entry["search_params_key"] = key
 
 
 def _search_params_text(search: Mapping[str, Any]) -> str:

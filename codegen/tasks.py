@@ -55,6 +55,7 @@ from typing import Any
 from codegen import texts
 from codegen.parallel import ordered_map, worker_count
 from codegen.policy import DEFAULT_CONFIDENCE, DEFAULT_POLICY, Point, check_confidence, check_policy, choose
+from sweep.bounds import finite, measured
 from sweep.catalog import (
     PARAM_OWNER,
     Acceleration,
@@ -460,10 +461,6 @@ class _Config:
     metric_in_lake: bool = True  # does any row of the lake have a score in the metric?
 
 
-def _finite(x: Any) -> bool:
-    return x is not None and x == x and x not in (math.inf, -math.inf)
-
-
 def _configs_from_trials(trials, budget: float, metric: str) -> dict[tuple, _Config]:
     """The configs of `trials` (sorted by BOUND_GROUP, missing values last), each with its
     ok points within budget in row order and the counts its no-bound reason needs."""
@@ -497,21 +494,21 @@ def _configs_from_trials(trials, budget: float, metric: str) -> dict[tuple, _Con
         if st == STOPPED or st == PRUNED:
             cfg.n_over += 1
             q = loss[i]
-            if _finite(q) and (cfg.over_loss is None or q < cfg.over_loss):
+            if finite(q) and (cfg.over_loss is None or q < cfg.over_loss):
                 cfg.over_loss = float(q)
         elif st == FAILED:
             cfg.n_failed += 1
             if cfg.first_error is None and errors[i]:
                 cfg.first_error = str(errors[i])
-    inf, ninf = math.inf, -math.inf
     for i in ok_rows:
         cfg = configs[config[i]]
         cfg.n_ok += 1
         s, q = speedup[i], loss[i]
-        # NaN or NULL counts as missing (as in pandas); ±inf is no measurement either, and says so.
+        # NaN or NULL counts as missing (as in pandas); ±inf is no measurement either
+        # (`sweep.bounds.measured`), and says so.
         if s is None or q is None or s != s or q != q:
             continue
-        if s == inf or s == ninf or q == inf or q == ninf:
+        if not measured(OK, s, q):
             cfg.nonfinite.append((i, f"speedup {s!r} / loss {q!r} is not a finite measurement"))
             continue
         q = float(q)
@@ -520,7 +517,7 @@ def _configs_from_trials(trials, budget: float, metric: str) -> dict[tuple, _Con
         if q <= budget:
             tk, lo = tkeys[i], ci_lows[i]
             cfg.points.append(Point(float(s), q, "" if tk is None else str(tk), i,
-                                    float(lo) if _finite(lo) else None, phases[i] == CONFIRM))
+                                    float(lo) if finite(lo) else None, phases[i] == CONFIRM))
     out = {}
     for cfg in configs:
         if cfg is not None:

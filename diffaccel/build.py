@@ -59,6 +59,7 @@ from codegen.tasks import (
     write_tasks,
 )
 from sweep.catalog import PARAMS, Acceleration, ConfigError
+from sweep.exits import fail, interrupted
 from sweep.lake_schema import BOUND_GROUP
 from sweep.spec import SweepSpec, restrict
 
@@ -408,11 +409,9 @@ def build_cmd(
                        scales=parse_scales(scales), bands=parse_bands(bands), policy=policy, confidence=confidence,
                        cpus_per_trial=cpus_per_trial, address=address, progress=not quiet)
     except (ConfigError, LakeError, ValueError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        raise fail(str(e)) from None
     except KeyboardInterrupt:
-        typer.echo("\ninterrupted: finished trials are in the lake; rerun the same command to resume", err=True)
-        raise typer.Exit(130) from None
+        raise interrupted() from None
     typer.echo(f"{len(result.tasks)} task(s) -> {result.out / 'tasks.jsonl'}; scripts -> {result.out / 'scripts'}")
 
 

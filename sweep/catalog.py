@@ -668,19 +668,6 @@ def trial_key(cfg: PipelineConfig, acc: Acceleration, device_kind: str, versions
     return stable_hash(payload)
 
 
-def describe_methods() -> list[dict[str, Any]]:
-    """The parameter schema as plain data (for `diffaccel methods` and docs)."""
-    out = []
-    for m, specs in PARAMS.items():
-        for p in specs.values():
-            out.append({
-                "method": m, "param": p.name, "type": p.type.__name__, "default": p.default,
-                "low": p.low, "high": p.high, "choices": p.choices, "faster": p.faster, "doc": p.doc,
-                "families": ",".join(method_families(m)),
-            })
-    return out
-
-
 def iter_points(combo: str, grid: Mapping[str, Iterable[Any]]) -> Iterable[dict[str, Any]]:
     """Cartesian product of a parameter grid, in a stable order (for sweeps)."""
     import itertools
@@ -695,7 +682,7 @@ __all__ = [
     "PARAMS", "PARAM_OWNER", "PRESETS", "SCHEDULERS", "Acceleration", "ConfigError",
     "DeepCacheConfig", "Family", "METHODS", "MethodConfig", "Methods", "ParamSpec", "PipelineConfig", "Scheduler", "TGateConfig",
     "ToMeConfig", "baseline_key", "canonical_combo", "check_combo_family", "compatibility_matrix",
-    "config_dict", "default_preset", "describe_methods", "family", "iter_points", "measurement_inputs",
+    "config_dict", "default_preset", "family", "iter_points", "measurement_inputs",
     "method_families", "param", "parse_tag",
     "scheduler", "stable_hash", "trial_key",
 ]

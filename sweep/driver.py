@@ -49,9 +49,11 @@ from sweep.bookkeeping import (
     outcome_of,
     resolved,
 )
+from sweep.bounds import screen_first
 from sweep.catalog import ConfigError
+from sweep.exits import fail, interrupted
 from sweep.lake import LakeReader, LakeWriter, lake_warnings_as_lines
-from sweep.lake_schema import FAILED, OK, PRUNED, SCREEN, STOPPED
+from sweep.lake_schema import FAILED, OK, PRUNED, STOPPED
 from sweep.pruning import Outcome, SweepState
 from sweep.spec import DEFAULT_MAX_POINTS, Plan, SweepSpec, expand, load, trial_inputs
 
@@ -64,21 +66,22 @@ __all__ = ["Progress", "SweepContext", "SweepSummary", "LakeWriteError", "resolv
 
 
 def stored_outcomes(lake: LakeReader, metric: str, retry_failed: bool = True) -> dict[str, tuple[set[str], Outcome]]:
-    """trial_key -> (phases stored, outcome of its screen row) for a resumed sweep.
+    """trial_key -> (phases stored, outcome of the row `bounds.screen_first` picks: its
+    screen row, on which the interrupted run made its pruning decisions) for a resumed sweep.
 
     With `retry_failed`, ``failed`` rows are no verdict: they are left out, so their
     keys (and failed confirmations) run again."""
-    cols = ["trial_key", "phase", "status", f"quality_loss_{metric}", "speedup"]
-    out: dict[str, tuple[set[str], Outcome]] = {}
+    cols = ["trial_key", "phase", "status", f"quality_loss_{metric}", "speedup", "finished_at", "started_at"]
+    phases: dict[str, set[str]] = {}
+    picked: dict[str, dict[str, Any]] = {}
     for row in lake.trial_columns(cols):
         if retry_failed and row["status"] == FAILED:
             continue
-        phases, outcome = out.get(row["trial_key"], (set(), None))
-        phases.add(row["phase"])
-        if row["phase"] == SCREEN or outcome is None:
-            outcome = outcome_of(row, metric)
-        out[row["trial_key"]] = (phases, outcome)
-    return out
+        key = row["trial_key"]
+        phases.setdefault(key, set()).add(row["phase"])
+        if screen_first(picked.get(key), row):
+            picked[key] = row
+    return {key: (phases[key], outcome_of(row, metric)) for key, row in picked.items()}
 
 
 # ------------------------------------------------------------------------- Ray side
@@ -443,8 +446,7 @@ def sweep_cmd(
         spec = load(spec_path, max_points=max_points)
         plan = expand(spec)
     except ConfigError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        raise fail(str(e)) from None
     if dry_run:
         typer.echo(describe_plan(plan))
         return
@@ -456,15 +458,11 @@ def sweep_cmd(
                                cpus_per_trial=cpus_per_trial, progress=not quiet, strict=strict,
                                retry_failed=retry_failed)
     except ConfigError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        raise fail(str(e)) from None
     except LakeWriteError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from None
+        raise fail(str(e), code=1) from None
     except KeyboardInterrupt:
-        typer.echo("\ninterrupted: finished trials are in the lake; rerun the same command to resume",
-                   err=True)
-        raise typer.Exit(130) from None
+        raise interrupted() from None
     if summary:
         summary.parent.mkdir(parents=True, exist_ok=True)
         summary.write_text(result.to_json())

@@ -20,11 +20,13 @@ names them, or stop the reader with a `LakeError` (``on_bad_file="error"``, the 
 A flush's files are named after its batch id (``part-<time>-<random>.parquet``). A batch
 that failed to write is kept in the local spool (`sweep.spool`) under that id and later
 landed under the same names, replacing any file of it that did get through: no row is
-lost and none is duplicated. `Lake.check_writable` probes a lake before a sweep starts.
+lost and none is duplicated. `LakeWriter.check_writable` probes a lake before a sweep starts.
 
 Idempotence is by key: a resumed sweep skips the keys stored (`sweep.driver.
-stored_outcomes`), and readers deduplicate by `trial_key` for the rare race of two
-drivers writing the same key (which the lake's lease, `sweep.lease`, prevents).
+stored_outcomes`). A key holds a screen row and maybe a confirm row (and, after the rare
+race of two drivers writing the same key, which the lake's lease `sweep.lease` prevents,
+more); which of them a reader believes, and which a resumed sweep prunes from, is
+defined in `sweep.bounds`. This module stores and lists rows; it picks none.
 """
 
 from __future__ import annotations
@@ -296,13 +298,6 @@ class LakeReader:
         rows = self.read(SWEEPS_DIR, SWEEP_SCHEMA.names)
         return sorted(rows, key=lambda r: (r["started_at"] is None, r["started_at"] or 0, r["sweep_id"]))
 
-    def existing_trial_keys(self) -> dict[str, set[str]]:
-        """trial_key -> the phases stored for it ({'screen'}, {'screen', 'confirm'})."""
-        out: dict[str, set[str]] = {}
-        for r in self.trial_columns(["trial_key", "phase"]):
-            out.setdefault(r["trial_key"], set()).add(r["phase"])
-        return out
-
     def existing_baseline_keys(self) -> set[str]:
         return {r["baseline_key"] for r in self.read(BASELINES_DIR, ["baseline_key"])}
 
@@ -405,10 +400,6 @@ class LakeWriter(LakeReader):
         except (pa.ArrowException, OSError) as err:
             raise LakeError(f"cannot write to the lake {self.uri!r}: {_cause(err)}; pass a writable folder "
                             "or URI") from None
-
-
-# The writer's former name; tests and benches of other modules still import it.
-Lake = LakeWriter
 
 
 def new_batch_id() -> str:

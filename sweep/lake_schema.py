@@ -181,7 +181,6 @@ SWEEP_PARTITIONS: tuple[str, ...] = ()
 
 # Columns that are hive partitions: present in the logical schema, absent in files.
 PARAM_COLUMNS = tuple(ALL_PARAMS)
-CONFIG_COLUMNS = ("model", "preset", "scheduler", "steps", "resolution", "batch")
 # What identifies a config for bounds and Pareto fronts (per device kind).
 BOUND_GROUP = ("device_kind", "model", "scheduler", "steps", "resolution", "method")
 

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sweep.bounds import best_point
 from sweep.catalog import PARAMS, Acceleration, PipelineConfig
 from sweep.lake_schema import CONFIRM, FAILED, OK, PRUNED, SCREEN, STOPPED
 from sweep.spec import ComboPlan, EarlyStop
@@ -348,16 +349,14 @@ class SweepState:
                 lat.confirm_queue.append(i)
 
     def bound_points(self, lat: Lattice) -> list[int]:
-        """Per budget, the fastest measured point within it (each point once)."""
+        """Per budget, the bound among the measured points (`bounds.best_point`: ties go
+        to the lower loss, then the smaller trial key), each point once."""
         chosen: list[int] = []
         for budget in self.budgets:
-            best, best_speed = None, -math.inf
-            for i, o in lat.outcomes.items():
-                if o.status == OK and o.loss is not None and o.loss <= budget and o.speedup is not None \
-                        and o.speedup > best_speed:
-                    best, best_speed = i, o.speedup
-            if best is not None and best not in chosen:
-                chosen.append(best)
+            best = best_point(lat.outcomes.items(), budget,
+                              lambda item: (item[1].status, item[1].speedup, item[1].loss, lat.keys[item[0]]))
+            if best is not None and best[0] not in chosen:
+                chosen.append(best[0])
         return chosen
 
 

@@ -4,7 +4,7 @@ A sweep that fails to write a batch of rows (a full disk, a revoked bucket, a fo
 made read-only) must not lose what the GPUs measured. The batch goes to a spool: one
 Parquet file per batch under the local state folder, in a folder named after the
 lake's URI. The next sweep into the same lake lands every spooled batch first, under
-the batch's own file names (`Lake.write_trials(batch=...)`), then deletes it: landing a
+the batch's own file names (`LakeWriter.write_trials(batch=...)`), then deletes it: landing a
 batch twice (a crash between landing and deleting) replaces its files, so a row is
 never duplicated.
 
@@ -22,7 +22,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from sweep.lake import Lake, _table
+from sweep.lake import LakeWriter, _table
 from sweep.lake_schema import BASELINE_SCHEMA, BASELINES_DIR, TRIAL_SCHEMA, TRIALS_DIR
 
 TABLES = {TRIALS_DIR: TRIAL_SCHEMA, BASELINES_DIR: BASELINE_SCHEMA}
@@ -81,7 +81,7 @@ class Spool:
     def rows(self) -> int:
         return sum(pq.ParquetFile(p).metadata.num_rows for _, _, p in self.pending())
 
-    def land(self, lake: Lake) -> int:
+    def land(self, lake: LakeWriter) -> int:
         """Write every spooled batch into `lake`, forgetting each once written; the
         number of rows landed. A failure propagates with the rest still spooled."""
         landed = 0

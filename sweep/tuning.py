@@ -23,7 +23,7 @@ from ray.tune.stopper import Stopper
 
 from sweep.bookkeeping import Progress, SweepContext, SweepSummary, error_text, outcome_of
 from sweep.catalog import config_dict
-from sweep.lake import Lake, new_batch_id
+from sweep.lake import LakeWriter, new_batch_id
 from sweep.lake_schema import BASELINES_DIR, FAILED, PRUNED, TRIALS_DIR
 from sweep.pruning import Outcome, SweepState, Task
 from sweep.spool import Spool
@@ -71,7 +71,7 @@ class StopOnWriteFailure(Stopper):
 class LakeSink(Callback):
     """Turns Tune's trial events into lake rows, written at once."""
 
-    def __init__(self, lake: Lake, ctx: SweepContext, state: SweepState, progress: Progress,
+    def __init__(self, lake: LakeWriter, ctx: SweepContext, state: SweepState, progress: Progress,
                  summary: SweepSummary, spool: Spool | None = None):
         self.lake = lake
         self.spool = spool or Spool(lake.uri)

@@ -1,4 +1,4 @@
-"""Test lakes for the codegen tests: real Parquet written through `sweep.lake.Lake`."""
+"""Test lakes for the codegen tests: real Parquet written through `sweep.lake.LakeWriter`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sweep.catalog import Acceleration, PipelineConfig, trial_key
-from sweep.lake import Lake
+from sweep.lake import LakeWriter
 
 VERSIONS = {"torch": "2.13.0", "diffusers": "0.42.1"}
 
@@ -38,5 +38,5 @@ def trial_row(model="sd15", scheduler="ddim", steps=50, resolution=512, method="
 
 
 def write_lake(path, rows) -> str:
-    Lake(str(path)).write_trials(rows)
+    LakeWriter(str(path)).write_trials(rows)
     return str(path)

@@ -67,7 +67,7 @@ REFINE = dict(steps=[8], methods={"deepcache": {"cache_interval": [2], "cache_br
 def test_a_normal_request_the_first_grid_leaves_unmet_is_met_by_refinement(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from sweep.cli import app
+    from diffaccel.cli import app
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     spec = write_spec(tmp_path / "refine.yaml", **REFINE)
@@ -106,7 +106,7 @@ def test_a_normal_request_the_first_grid_leaves_unmet_is_met_by_refinement(tmp_p
 def test_bad_input_fails_before_any_sweep(tmp_path):
     from typer.testing import CliRunner
 
-    from sweep.cli import app
+    from diffaccel.cli import app
 
     spec = write_spec(tmp_path / "s.yaml", **REFINE)
     afile = tmp_path / "f"

@@ -11,8 +11,8 @@ import pytest
 from engine_helpers import STEPS, one_thread  # noqa: F401
 from typer.testing import CliRunner
 
+from diffaccel.cli import app
 from sweep import lake_schema, quality
-from sweep.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ["trial", "--model", "sd15", "--scheduler", "ddim", "--steps", "50"]
@@ -65,7 +65,7 @@ def test_invalid_input_fails_before_loading_anything():
     script = (
         "import json, sys\n"
         "from typer.testing import CliRunner\n"
-        "from sweep.cli import app\n"
+        "from diffaccel.cli import app\n"
         f"cases = {json.dumps([_args(e) for e, _ in INVALID])}\n"
         "out = []\n"
         "for args in cases:\n"
@@ -97,7 +97,7 @@ def test_a_hub_id_that_cannot_be_loaded_is_one_line(monkeypatch):
 
 
 def test_help_does_not_import_torch():
-    script = ("import sys\nfrom typer.testing import CliRunner\nfrom sweep.cli import app\n"
+    script = ("import sys\nfrom typer.testing import CliRunner\nfrom diffaccel.cli import app\n"
               "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output\n"
               "r = CliRunner().invoke(app, ['trial', '--help']); assert '--target-halfwidth' in r.output\n"
               "print('torch' in sys.modules)")

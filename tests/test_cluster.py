@@ -91,7 +91,7 @@ def test_sweep_runs_across_two_nodes(two_nodes, tmp_path):
     address, env = two_nodes
     spec_path = write_spec(tmp_path / "spec.yaml", **ALL_READY)
     lake, summary_path = tmp_path / "lake", tmp_path / "summary.json"
-    done = subprocess.run([sys.executable, "-m", "sweep.cli", "sweep", str(spec_path), "--lake", str(lake),
+    done = subprocess.run([sys.executable, "-m", "diffaccel.cli", "sweep", str(spec_path), "--lake", str(lake),
                            "--address", address, "--summary", str(summary_path), "--quiet"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=420)
     assert done.returncode == 0, done.stderr[-3000:]

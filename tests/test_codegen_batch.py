@@ -137,7 +137,7 @@ def test_tasks_from_columns_in_workers_equal_tasks_from_a_dataframe(lake, monkey
 
 
 def _modules_after(args, modules):
-    code = ("import json, sys\nfrom typer.testing import CliRunner\nfrom sweep.cli import app\n"
+    code = ("import json, sys\nfrom typer.testing import CliRunner\nfrom diffaccel.cli import app\n"
             f"r = CliRunner().invoke(app, {args!r})\n"
             "assert r.exit_code == 0, r.output\n"
             f"print(json.dumps({{m: m in sys.modules for m in {modules!r}}}))")
@@ -155,7 +155,7 @@ def test_each_command_loads_only_what_it_needs(lake, tmp_path):
     assert (tmp_path / "manifest.json").is_file()
     loaded = _modules_after(["sweep", "--help"], heavy)
     assert not loaded["duckdb"] and not loaded["codegen.lake"] and loaded["sweep.driver"]
-    proc = subprocess.run([sys.executable, "-m", "sweep.cli", "--help"], cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "diffaccel.cli", "--help"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0
     for name in ("trial", "sweep", "query", "report", "bounds", "tasks", "codegen"):
         assert f" {name} " in proc.stdout
@@ -163,7 +163,7 @@ def test_each_command_loads_only_what_it_needs(lake, tmp_path):
 
 def test_without_duckdb_the_help_and_sweep_still_work():
     code = ("import sys\nsys.modules['duckdb'] = None  # as on a host without it\n"
-            "from typer.testing import CliRunner\nfrom sweep.cli import app\n"
+            "from typer.testing import CliRunner\nfrom diffaccel.cli import app\n"
             "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output\n"
             "assert 'Unavailable here: needs duckdb' in r.output and 'codegen' in r.output, r.output\n"
             "r = CliRunner().invoke(app, ['sweep', '--help']); assert r.exit_code == 0, r.output\n"

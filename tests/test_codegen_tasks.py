@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 from codegen.lake import open_lake
 from codegen.tasks import build_tasks, floor2, read_tasks, scaled_speedup
 from codegen.texts import parse
+from diffaccel.cli import app  # the commands as `diffaccel` registers them
 from sweep import spec as sweep_spec
 from sweep.catalog import FAMILIES
-from sweep.cli import app  # the commands as `diffaccel` registers them
 
 DC = "deepcache"
 

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from codegen.lake import open_lake
 from codegen.scripts import write_batch
 from codegen.tasks import Task, build_tasks, read_tasks, read_trials
+from diffaccel.cli import app
 from sweep.catalog import ConfigError
-from sweep.cli import app
 
 EXAMPLE_LAKE = "datasets/example-lake"
 
@@ -164,8 +164,12 @@ def test_infinite_speedups_and_rows_without_device_kind_give_reasons_not_traceba
     assert "not a finite measurement" in sd15[0].skipped_points[0]["reason"]
     (sd21,) = [t for t in tasks if t.config["model"] == "sd21"]
     assert sd21.status == "infeasible" and "no device_kind" in sd21.reason
-    bounds = run("bounds", "--lake", lake)
-    assert bounds.exit_code == 0 and "inf" not in bounds.stdout
+    # `bounds` agrees with the tasks (`sweep.bounds`): the infinite point is no bound, the
+    # finite 2.0x is, and the infinite one is named so it can be swept again.
+    bounds = run("bounds", "--lake", lake, "--format", "json")
+    assert bounds.exit_code == 0 and "inf" not in bounds.stdout.lower()
+    (sd15_bound,) = [r for r in json.loads(bounds.stdout) if r["model"] == "sd15"]
+    assert sd15_bound["speedup"] == 2.0
     assert "non-finite speedup" in bounds.stderr and "H100 sd15 ddim 50s 512px deepcache" in bounds.stderr
 
 

@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 
 from codegen import texts
 from codegen.lake import open_lake
+from diffaccel.cli import app
 from sweep import judge, lake_schema, quality, shapes, trial
 from sweep import spec as S
 from sweep.catalog import Acceleration, PipelineConfig
-from sweep.cli import app
-from sweep.lake import Lake
+from sweep.lake import LakeWriter
 
 JUDGE_DIR = "datasets/models/shapes-judge"
 CFG = PipelineConfig("sd15", "ddim", STEPS, preset="tiny")
@@ -55,7 +55,7 @@ def test_tiny_trial_puts_the_judge_in_the_lake(tmp_path):
         (row["judge_score_base"] - row["judge_score"]) / row["judge_score_base"])
     assert base["judge_score"] == pytest.approx(row["judge_score_base"])
 
-    lake = Lake(str(tmp_path / "lake"))
+    lake = LakeWriter(str(tmp_path / "lake"))
     lake.write_trials([row])
     lake.write_baselines([base])
     lk = open_lake(str(tmp_path / "lake"), on_bad_file="error")
@@ -153,7 +153,7 @@ def test_resuming_a_judge_sweep_reads_lakes_older_than_the_judge_columns(tmp_pat
     old = {"trial_key": ["old"], "phase": ["screen"], "status": ["ok"], "speedup": [1.5]}
     pq.write_table(pa.table(old), part / "part-0.parquet")  # sorts first: the schema pyarrow would infer
     pq.write_table(pa.table({**old, "trial_key": ["new"], "quality_loss_judge": [0.25]}), part / "part-1.parquet")
-    got = stored_outcomes(Lake(str(tmp_path / "lake")), "judge")
+    got = stored_outcomes(LakeWriter(str(tmp_path / "lake")), "judge")
     assert got["old"][1].loss is None and got["new"][1].loss == 0.25
     assert got["new"][1].speedup == 1.5 and got["old"][0] == {"screen"}
 

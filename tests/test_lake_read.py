@@ -325,7 +325,7 @@ def test_sweep_cli_strict_stops_before_ray_and_plain_warns_in_one_line(tmp_path)
     _good, bad = _plant(tmp_path / "lake", "truncated")
     spec = write_spec(tmp_path / "spec.yaml")
     env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
-    res = subprocess.run([sys.executable, "-m", "sweep.cli", "sweep", str(spec), "--lake", str(tmp_path / "lake"),
+    res = subprocess.run([sys.executable, "-m", "diffaccel.cli", "sweep", str(spec), "--lake", str(tmp_path / "lake"),
                           "--strict", "--quiet"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2, res.stderr
     lines = res.stderr.strip().splitlines()

@@ -20,7 +20,7 @@ from lake_rows import demo_rows
 from sweep_helpers import ROOT, write_spec
 from typer.testing import CliRunner
 
-from sweep.cli import app
+from diffaccel.cli import app
 from sweep.lake import LakeError, LakeReader, LakeWriter
 
 moto_server = pytest.importorskip("moto.server", reason="moto[server] is in the dev extra: pip install -e .[dev]")
@@ -80,7 +80,7 @@ def _trial_rows(endpoint: str, prefix: str) -> list[dict]:
 
 def _cli(args: list[str], env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
     env = dict(env, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", "sweep.cli", *args], cwd=ROOT, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "diffaccel.cli", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 

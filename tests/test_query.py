@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from codegen.lake import open_lake
 from codegen.query import write_frame
-from sweep.cli import app
+from diffaccel.cli import app
 from sweep.lake import LakeWriter
 from sweep.lake_schema import BASELINE_SCHEMA, TRIAL_SCHEMA
 

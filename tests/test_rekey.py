@@ -21,7 +21,7 @@ from sweep import rekey
 from sweep import spec as S
 from sweep.catalog import ConfigError
 from sweep.driver import SweepContext, stored_outcomes
-from sweep.lake import Lake
+from sweep.lake import LakeWriter
 from sweep.pruning import SweepState
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +46,7 @@ def _state(spec: S.SweepSpec, lake: Path, device_kind: str, versions: dict) -> t
                                              dtype=dtype, clip_model=spec.clip_model,
                                              judge_model=spec.judge_model))
     state = SweepState(S.expand(spec).combos, spec.budgets, spec.early_stop, ctx.key,
-                       stored=stored_outcomes(Lake(str(lake)), spec.metric))
+                       stored=stored_outcomes(LakeWriter(str(lake)), spec.metric))
     return state, ctx
 
 

@@ -107,7 +107,7 @@ def test_sweep_trial_rows_carry_what_a_replay_needs(tmp_path, spec):
     from bench.replay import Oracle, _screen_outcome
     from sweep import lake_schema, trial
     from sweep.catalog import Acceleration, PipelineConfig
-    from sweep.lake import Lake
+    from sweep.lake import LakeWriter
     from sweep.spec import EarlyStop, Measure
 
     cfg = PipelineConfig("sd15", "ddim", STEPS, preset="tiny")
@@ -126,7 +126,7 @@ def test_sweep_trial_rows_carry_what_a_replay_needs(tmp_path, spec):
     assert stopped["status"] == "stopped" and stopped["timing_seconds"] == 0.0
     assert len(json.loads(stopped["prompt_losses_json"])["ssim"]) == 1
 
-    lake = Lake(str(tmp_path / "lake"))
+    lake = LakeWriter(str(tmp_path / "lake"))
     lake.write_trials([ok])
     (row,) = lake.trial_columns(["tag", "gpu_seconds", "n_prompts", "quality_loss_ssim", "speedup",
                                  "quality_seconds", "prompt_losses_json"])

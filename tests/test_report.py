@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from codegen.lake import open_lake
 from codegen.report import METHOD_DISPLAY, method_color, pareto_figure, steps_figure
+from diffaccel.cli import app
 from sweep.catalog import COMBOS
-from sweep.cli import app
 from sweep.lake import LakeWriter
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -20,7 +20,7 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_TH
 
 
 def cli(*args, timeout=1200):
-    proc = subprocess.run([sys.executable, "-m", "sweep.cli", *args], cwd=REPO, env=ENV, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "diffaccel.cli", *args], cwd=REPO, env=ENV, capture_output=True,
                           text=True, timeout=timeout)
     assert proc.returncode == 0, (args, proc.stdout[-2000:], proc.stderr[-3000:])
     return proc.stdout

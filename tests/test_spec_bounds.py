@@ -16,9 +16,9 @@ import yaml
 from sweep_helpers import tiny
 from typer.testing import CliRunner
 
+from diffaccel.cli import app
 from sweep import spec as S
 from sweep.catalog import ConfigError
-from sweep.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
 

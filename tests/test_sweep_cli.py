@@ -7,7 +7,7 @@ import yaml
 from sweep_helpers import tiny, write_spec
 from typer.testing import CliRunner
 
-from sweep.cli import app
+from diffaccel.cli import app
 
 
 def _ray_children() -> list[str]:

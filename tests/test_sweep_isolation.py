@@ -2,7 +2,7 @@
 driver's leftovers are cleaned by the next start, and two sweeps into one lake measure
 every key once (the second waits for the first's lease).
 
-Sweeps run as `python -m sweep.cli sweep` subprocesses, each in a session of its own so
+Sweeps run as `python -m diffaccel.cli sweep` subprocesses, each in a session of its own so
 teardown ends exactly what the test started (by process group).
 """
 
@@ -38,7 +38,7 @@ def _env(state: Path) -> dict[str, str]:
 
 
 def _start(spec: Path, lake: Path, state: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "sweep.cli", "sweep", str(spec), "--lake", str(lake), *extra],
+    return subprocess.Popen([sys.executable, "-m", "diffaccel.cli", "sweep", str(spec), "--lake", str(lake), *extra],
                             cwd=ROOT, env=_env(state), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
 
@@ -137,7 +137,7 @@ def test_embedded_ray_listens_on_loopback_and_a_killed_drivers_leftovers_are_cle
         first.send_signal(signal.SIGKILL)  # the driver only: its Ray is left to fend for itself
         first.wait(timeout=30)
 
-        second = subprocess.run([sys.executable, "-m", "sweep.cli", "sweep", str(spec), "--lake", str(lake)],
+        second = subprocess.run([sys.executable, "-m", "diffaccel.cli", "sweep", str(spec), "--lake", str(lake)],
                                 cwd=ROOT, env=_env(state), capture_output=True, text=True, timeout=600)
         assert second.returncode == 0, second.stderr[-3000:]
         assert "cleaned up after a killed sweep" in second.stderr

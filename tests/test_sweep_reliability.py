@@ -19,10 +19,10 @@ import pytest
 from sweep_helpers import expected_keys, tiny_spec, trial_rows, write_spec
 from typer.testing import CliRunner
 
+from diffaccel.cli import app
 from sweep import driver
 from sweep.bookkeeping import Counts, Progress, format_eta
-from sweep.cli import app
-from sweep.lake import Lake
+from sweep.lake import LakeWriter
 from sweep.lake_schema import FAILED, OK, SCREEN
 from sweep.pruning import Outcome, SweepState
 from sweep.spec import expand
@@ -114,7 +114,7 @@ def test_a_read_only_lake_fails_before_ray_starts(tmp_path):
 def _break_lake_writes_after(monkeypatch, good_writes: int) -> list[int]:
     """Every write of trial rows after the first `good_writes` fails as a full disk would
     (in the driver process, where the rows are written)."""
-    real = Lake._write
+    real = LakeWriter._write
     calls = [0]
 
     def write(self, rows, subdir, *args, **kwargs):
@@ -124,7 +124,7 @@ def _break_lake_writes_after(monkeypatch, good_writes: int) -> list[int]:
                 raise OSError(28, "No space left on device")
         return real(self, rows, subdir, *args, **kwargs)
 
-    monkeypatch.setattr(Lake, "_write", write)
+    monkeypatch.setattr(LakeWriter, "_write", write)
     return calls
 
 
@@ -164,7 +164,7 @@ def test_a_spooled_batch_lands_once_even_when_landed_twice(tmp_path, state_dir):
     rows = _ok_rows(n=3)
     spool = Spool(str(tmp_path / "lake"))
     spool.keep("trials", rows, "20260101T000000-abc")
-    lake = Lake(str(tmp_path / "lake"))
+    lake = LakeWriter(str(tmp_path / "lake"))
     kept = list(spool.pending())
     assert spool.land(lake) == 3
     # Put the batch back, as if the process had died before deleting it.
@@ -199,7 +199,7 @@ def test_failed_keys_run_again_by_default_and_not_with_no_retry_failed(local_ray
     victim = next(r for r in screen if r["trial_key"] not in confirmed)
     lake = tmp_path / "lake"
     broken = dict(victim, status=FAILED, error="RuntimeError: CUDA error", speedup=None, sweep_id="old")
-    Lake(str(lake)).write_trials([broken, *(r for r in rows if r is not victim)])
+    LakeWriter(str(lake)).write_trials([broken, *(r for r in rows if r is not victim)])
 
     kept = driver.run_sweep(spec, str(lake), progress=False, retry_failed=False)
     assert kept.rows_written == 0 and kept.skipped == 4

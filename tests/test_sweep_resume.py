@@ -1,6 +1,6 @@
 """Faults, for real: a trial's worker killed mid-trial, the driver interrupted mid-sweep.
 
-Each sweep runs as `python -m sweep.cli sweep` in a subprocess with its own local Ray, so
+Each sweep runs as `python -m diffaccel.cli sweep` in a subprocess with its own local Ray, so
 the test can kill processes the way an operator or the OOM killer would. Processes are
 ended by PID, the driver's own descendants only.
 """
@@ -30,7 +30,7 @@ def _start(spec: Path, lake: Path) -> subprocess.Popen:
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
     # A session of its own: the driver and the Ray processes it starts share its process
     # group, so teardown can end exactly them.
-    return subprocess.Popen([sys.executable, "-m", "sweep.cli", "sweep", str(spec), "--lake", str(lake), "--quiet"],
+    return subprocess.Popen([sys.executable, "-m", "diffaccel.cli", "sweep", str(spec), "--lake", str(lake), "--quiet"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
 
@@ -112,7 +112,7 @@ def test_an_interrupted_sweep_resumes_with_every_key_once(tmp_path):
     expected = expected_keys(tiny_spec(**SIX_POINTS))
     assert 2 <= sum(landed.values()) < len(expected), "the sweep was not interrupted mid-way"
 
-    done = subprocess.run([sys.executable, "-m", "sweep.cli", "sweep", str(spec_path), "--lake", str(lake)],
+    done = subprocess.run([sys.executable, "-m", "diffaccel.cli", "sweep", str(spec_path), "--lake", str(lake)],
                           cwd=ROOT, env=dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT)),
                           capture_output=True, text=True, timeout=420)
     assert done.returncode == 0, done.stderr[-3000:]

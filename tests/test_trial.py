@@ -12,7 +12,7 @@ from engine_helpers import STEPS, TGATE_PARAMS, one_thread  # noqa: F401
 
 from sweep import catalog, lake_schema, methods, quality, trial
 from sweep.catalog import Acceleration, ConfigError, PipelineConfig
-from sweep.lake import Lake
+from sweep.lake import LakeWriter
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -116,11 +116,11 @@ def test_rows_match_the_lake_schema_and_write(session, tmp_path):
     assert base["n_runs"] >= 3 and base["flops"] > 0 and base["clip_score"] is not None
     assert base["baseline_key"] == row["baseline_key"]
 
-    lake = Lake(str(tmp_path / "lake"))
+    lake = LakeWriter(str(tmp_path / "lake"))
     lake.write_trials([row])
     lake.write_baselines([base])
     assert lake.existing_baseline_keys() == {base["baseline_key"]}
-    assert row["trial_key"] in lake.existing_trial_keys()
+    assert [r["trial_key"] for r in lake.trial_columns(["trial_key"])] == [row["trial_key"]]
 
 
 def test_stopped_and_failed_rows(session):

@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 from typer.models import CommandInfo
 
 from sweep.catalog import ConfigError
+from sweep.exits import fail
 
 # Commands defined in modules that import pandas, DuckDB or pyarrow: each module is
 # imported only when its command runs (or a help lists it), so `diffaccel codegen` does
@@ -80,12 +81,6 @@ app = typer.Typer(
 @app.callback()
 def main() -> None:
     """diffaccel: measure, sweep and bound training-free diffusion acceleration."""
-
-
-def fail(message: str) -> typer.Exit:
-    """Print a one-line error and return the exit to raise (code 2: bad input)."""
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code=2)
 
 
 def say(message: str) -> None:
