@@ -377,7 +377,8 @@ class LakeWriter(LakeReader):
         Run before Ray starts, so a lake that cannot take rows costs no GPU time.
         """
         places = [self.root]
-        for subdir in (TRIALS_DIR, BASELINES_DIR):
+        # `sweeps/` too: every run records itself there before its first trial row.
+        for subdir in (TRIALS_DIR, BASELINES_DIR, SWEEPS_DIR):
             path = f"{self.root}/{subdir}"
             kind = self.fs.get_file_info(path).type
             if kind == pafs.FileType.Directory:
