@@ -7,7 +7,9 @@ import io
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from lake_rows import baseline, trial
+from sweep_helpers import tiny_spec
 
 from sweep.driver import stored_outcomes
 from sweep.lake import LakeWriter, lake_warnings_as_lines
@@ -32,3 +34,107 @@ def test_a_bad_file_is_warned_about_once_however_often_a_sweep_reads_it(tmp_path
     lines = out.getvalue().splitlines()
     assert len(lines) == 2, lines
     assert sum(str(bad_base) in ln for ln in lines) == 1 and sum(str(bad_trial) in ln for ln in lines) == 1
+
+
+# ------------------------------------------------------------------ progress "running"
+
+
+@pytest.mark.slow
+def test_progress_counts_both_trials_in_flight_on_two_fake_gpus(tmp_path, monkeypatch, capsys):
+    """The 2×H200 run said `running 1` on every line although two trials always ran: the
+    line was written as a trial ended, before its GPU got the next one."""
+    import re
+
+    import ray
+
+    from sweep.driver import run_sweep
+
+    monkeypatch.setenv("DIFFACCEL_STATE_DIR", str(tmp_path / "state"))
+    assert not ray.is_initialized()
+    spec = tiny_spec(early_stop={"enabled": False, "prune": False})  # four points, all ready at once
+    summary = run_sweep(spec, str(tmp_path / "lake"), num_cpus=2, num_gpus=2, progress=True)
+    assert summary.concurrency == 2 and summary.total == 4
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if re.match(r"\[sweep\] \d+/\d+ done", ln)]
+    assert len(lines) == len(set(lines)), "a line was printed twice"
+    seen = {}
+    for ln in lines[:-1]:
+        m = re.match(r"\[sweep\] (\d+)/4 done .* running (\d+) ", ln)
+        assert m, ln
+        seen[int(m[1])] = int(m[2])
+    # All four points are ready from the start, so while two or more are left to finish,
+    # each GPU holds one: after the 1st and 2nd screen results, two trials are in flight.
+    assert seen.get(1) == 2 and seen.get(2) == 2, lines
+    # Afterwards at most one: the last screen point, then the confirmation.
+    assert all(r <= 1 for d, r in seen.items() if d >= 3), lines
+    assert lines[-1].startswith("[sweep] 4/4 done") and "running" not in lines[-1]
+
+
+# ------------------------------------------------------------------ SIGTERM
+
+
+@pytest.mark.slow
+def test_sigterm_mid_sweep_releases_the_lease_and_a_rerun_finishes(tmp_path):
+    """`timeout 380 python -m sweep.driver …` on the GPU host: Ray's handler printed a long
+    stack and `_lease.json` stayed, so the next sweep waited for it to go stale."""
+    import collections
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+    from sweep_helpers import ROOT, expected_keys, trial_rows, write_spec
+
+    from sweep.lake_schema import FAILED, SCREEN
+    from sweep.lease import LEASE_FILE
+
+    six = {"methods": {"deepcache": {"cache_interval": [2, 3], "cache_branch_id": [0, 1, 2]}},
+           "early_stop": {"enabled": False, "prune": False}}
+    spec_path, lake = write_spec(tmp_path / "spec.yaml", **six), tmp_path / "lake"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), DIFFACCEL_STATE_DIR=str(tmp_path / "state"))
+    cmd = [sys.executable, "-m", "sweep.driver", str(spec_path), "--lake", str(lake), "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    screen = lambda: collections.Counter(r["trial_key"] for r in trial_rows(lake) if r["phase"] == SCREEN)  # noqa: E731
+    try:
+        end = time.monotonic() + 300
+        while sum(screen().values()) < 2:
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            assert time.monotonic() < end, "no two rows within 300 s"
+            time.sleep(0.2)
+        assert (lake / LEASE_FILE).exists()  # held while the sweep runs
+        proc.send_signal(signal.SIGTERM)  # the driver alone, as `timeout` does
+        out, err = proc.communicate(timeout=120)
+        group_left = [p for p in psutil.process_iter(["pid"]) if _pgid(p.pid) == proc.pid]
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=30)
+    assert proc.returncode == 143, err[-3000:]
+    assert "Traceback" not in err and "SIGTERM" in err, err[-3000:]
+    assert len([ln for ln in err.splitlines() if ln.strip()]) == 1, err[-3000:]
+    assert not (lake / LEASE_FILE).exists()
+    assert not group_left, "Ray processes outlived the driver"
+    landed = screen()
+    expected = expected_keys(tiny_spec(**six))
+    assert set(landed.values()) == {1} and 2 <= sum(landed.values()) < len(expected), landed
+
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=420)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"{sum(landed.values())} already stored" in done.stdout
+    keys = screen()
+    assert set(keys) == expected and set(keys.values()) == {1}, keys
+    assert not [r for r in trial_rows(lake) if r["status"] == FAILED]
+    assert not (lake / LEASE_FILE).exists()
+
+
+def _pgid(pid: int) -> int | None:
+    import os
+
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
