@@ -167,3 +167,34 @@ def test_a_tome_points_images_do_not_depend_on_the_calls_before(one_thread):  # 
     assert torch.equal(fresh.generate("a lighthouse in a storm", seed=0, **kw), alone)
     # Still tomesd's random partition: another seed gives another image.
     assert not torch.equal(fresh.generate("a lighthouse in a storm", seed=1, **kw), alone)
+
+
+# ------------------------------------------------------------------ `diffaccel trial` progress
+
+
+def test_trial_cli_shows_loading_and_measuring_progress_and_nothing_else(one_thread):  # noqa: F811
+    """Issue #14: the README's first example printed one loading line, then nothing for minutes."""
+    from engine_helpers import STEPS
+    from typer.testing import CliRunner
+
+    from sweep.cli import app
+
+    args = ["trial", "--model", "sd15", "--preset", "tiny", "--scheduler", "ddim", "--steps", str(STEPS),
+            "--method", "tome", "--n-prompts", "2", "--min-pairs", "2", "--max-pairs", "3",
+            "--target-halfwidth", "0.9", "--device", "cpu", "--json"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.stderr + repr(r.exception)
+    lines = r.stderr.splitlines()
+    assert all(ln.startswith("[diffaccel] ") for ln in lines), lines  # quiet otherwise: no library chatter
+    said = [ln.removeprefix("[diffaccel] ") for ln in lines]
+    want = ["loading sd15", "loading: building the VAE", "loading: building the UNet",
+            "loading: building the text encoder", "loading: moving the pipeline to cpu, float32", "loaded in ",
+            "quality TM50D1: 2 prompt(s)", "quality TM50D1: prompt 1/2 ", "quality TM50D1: prompt 2/2 ",
+            "compute ratio TM50D1", "speed TM50D1: 1 warm-up pair(s), then 2–3 timed pairs",
+            "speed TM50D1: pair 1/3 ", "speed TM50D1: pair 2/3 "]
+    at = 0
+    for w in want:  # in this order
+        hits = [i for i, s in enumerate(said) if i >= at and s.startswith(w)]
+        assert hits, (w, said)
+        at = hits[0] + 1
+    assert len(said) <= len(want) + 1, said  # at most one more pair: one line per stage, no repeats
