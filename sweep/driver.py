@@ -30,9 +30,11 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -189,6 +191,38 @@ def _probe(resources: Mapping[str, float]) -> dict[str, Any]:
                           f"{dict(resources)} within 10 minutes: check `ray status`") from None
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`timeout`, a batch scheduler, `kill`): a sweep ends as on Ctrl-C, with its
+    lease released and Ray shut down, instead of dying inside Ray's own handlers."""
+
+
+_sigterm_seen = threading.Event()
+
+
+def _on_sigterm(signum, frame) -> None:
+    # A second SIGTERM during the cleanup kills at once, as the sender expects.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _sigterm_seen.set()  # Tune may re-raise an interrupt as a plain KeyboardInterrupt
+    raise Terminated()
+
+
+def _catch_sigterm(stack: contextlib.ExitStack | None) -> None:
+    """Turn SIGTERM into `Terminated` (until `stack` closes, when given). Called again,
+    without a stack, after Ray starts: `ray.init` installs its own SIGTERM handlers (a
+    bare `sys.exit`, then the core worker's absl handler, which prints a long stack), the
+    last one set wins, and Ray's must not come back while Ray shuts down."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # Python delivers signals to the main thread only
+    before = signal.signal(signal.SIGTERM, _on_sigterm)
+    if stack is not None:
+        stack.callback(_restore_sigterm, before)
+
+
+def _restore_sigterm(handler) -> None:
+    with contextlib.suppress(ValueError, TypeError):
+        signal.signal(signal.SIGTERM, handler if handler is not None else signal.SIG_DFL)
+
+
 def run_sweep(spec: SweepSpec, lake_uri: str, *, address: str | None = None,
               max_concurrent: int | None = None, cpus_per_trial: int = 1, max_failures: int = 2,
               progress: bool = True, num_cpus: int | None = None, num_gpus: int | None = None,
@@ -225,7 +259,9 @@ def run_sweep(spec: SweepSpec, lake_uri: str, *, address: str | None = None,
         if progress:
             print(f"[sweep] {text}", file=sys.stderr, flush=True)
 
+    _sigterm_seen.clear()
     with contextlib.ExitStack() as stack:
+        _catch_sigterm(stack)
         lease = Lease(lake.fs, lake.root, owner=run_id, ttl_s=lease_ttl_s)
         waited: list[dict] = []
 
@@ -239,6 +275,7 @@ def run_sweep(spec: SweepSpec, lake_uri: str, *, address: str | None = None,
         stack.callback(lease.release)
         landed = _land_spool(lake, say)
         tune_dir = _start_ray(stack, address, num_cpus, num_gpus, say)
+        _catch_sigterm(None)  # again: Ray replaced the handler (see there)
         import ray
 
         resources, fits, note = trial_resources(ray.cluster_resources(), cpus_per_trial, trial_extra_resources)
@@ -377,7 +414,11 @@ def _run_tune(spec: SweepSpec, prompts: list[str], lake: LakeWriter, ctx: SweepC
             ),
         )
         fit_start = time.monotonic()
-        tuner.fit()
+        try:
+            tuner.fit()
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: store the verdicts finished trials gave
+            sink.flush_pruned()
+            raise
         summary.fit_wall_s = time.monotonic() - fit_start
     sink.flush_pruned()
     return sink
@@ -461,7 +502,11 @@ def sweep_cmd(
         raise fail(str(e)) from None
     except LakeWriteError as e:
         raise fail(str(e), code=1) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        if isinstance(e, Terminated) or _sigterm_seen.is_set():
+            typer.echo("terminated (SIGTERM): finished trials are in the lake and its lease is released; "
+                       "rerun the same command to resume", err=True)
+            raise typer.Exit(143) from None
         raise interrupted() from None
     if summary:
         summary.parent.mkdir(parents=True, exist_ok=True)

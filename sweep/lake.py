@@ -177,6 +177,9 @@ class LakeReader:
         self.on_bad_file = on_bad_file
         self.fs, self.root = open_fs(uri, filesystem)
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
+        # Skipped files already warned about: a sweep reads each table more than once
+        # (before Ray starts, after the lease, for the sink), which warned twice per file.
+        self._warned: set[str] = set()
 
     # ------------------------------------------------------------------ paths
     def path(self, subdir: str) -> str:
@@ -200,6 +203,9 @@ class LakeReader:
         msg = f"{path}: {why}"
         if self.on_bad_file == "error":
             raise LakeError(f"cannot read the lake: {msg} (without --strict it is skipped with a warning)")
+        if msg in self._warned:
+            return
+        self._warned.add(msg)
         warnings.warn(f"skipping {msg}", LakeWarning, stacklevel=3)
 
     def scan(self, subdir: str) -> LakeTable | None:
@@ -372,7 +378,8 @@ class LakeWriter(LakeReader):
         Run before Ray starts, so a lake that cannot take rows costs no GPU time.
         """
         places = [self.root]
-        for subdir in (TRIALS_DIR, BASELINES_DIR):
+        # `sweeps/` too: every run records itself there before its first trial row.
+        for subdir in (TRIALS_DIR, BASELINES_DIR, SWEEPS_DIR):
             path = f"{self.root}/{subdir}"
             kind = self.fs.get_file_info(path).type
             if kind == pafs.FileType.Directory:

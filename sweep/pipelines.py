@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -121,8 +122,10 @@ def _text_config(spec: dict[str, Any], vocab_size: int) -> dict[str, Any]:
     return spec
 
 
-def _build_offline(model: str, preset: str, device) -> dict[str, Any]:
-    """Components of an arch/tiny pipeline; the models are created on `device`, in float32."""
+def _build_offline(model: str, preset: str, device,
+                   say: Callable[[str], None] = lambda _msg: None) -> dict[str, Any]:
+    """Components of an arch/tiny pipeline; the models are created on `device`, in float32.
+    `say` gets a line before each model is built (random weights: slow on a CPU)."""
     import diffusers
     import torch
     from transformers import (
@@ -143,8 +146,11 @@ def _build_offline(model: str, preset: str, device) -> dict[str, Any]:
         clip_vocab = toks.clip_vocab_size(spec["tokenizer"].get("corpus", "general"))
         parts["tokenizer"] = toks.clip_tokenizer(**_tokenizer_kwargs(spec["tokenizer"]))
         with torch.device(device):
+            say("building the VAE")
             parts["vae"] = diffusers.AutoencoderKL.from_config(spec["vae"])
+            say("building the UNet")
             parts["unet"] = diffusers.UNet2DConditionModel.from_config(spec["unet"])
+            say("building the text encoder")
             parts["text_encoder"] = CLIPTextModel(CLIPTextConfig(**_text_config(spec["text_encoder"], clip_vocab)))
         if model == "sdxl":
             # SDXL takes the penultimate hidden states of both encoders and the pooled,
@@ -152,6 +158,7 @@ def _build_offline(model: str, preset: str, device) -> dict[str, Any]:
             parts["tokenizer_2"] = toks.clip_tokenizer(**_tokenizer_kwargs(spec["tokenizer_2"]))
             te2_cfg = CLIPTextConfig(**_text_config(spec["text_encoder_2"], clip_vocab))
             with torch.device(device):
+                say("building the second text encoder")
                 parts["text_encoder_2"] = CLIPTextModelWithProjection(te2_cfg)
         else:
             parts.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
@@ -160,8 +167,11 @@ def _build_offline(model: str, preset: str, device) -> dict[str, Any]:
         parts["tokenizer"].model_max_length = spec["max_sequence_length"]
         t5_cfg = T5Config(**_text_config(spec["text_encoder"], toks.t5_vocab_size()))
         with torch.device(device):
+            say("building the VAE")
             parts["vae"] = diffusers.AutoencoderKL.from_config(spec["vae"])
+            say("building the transformer")
             parts["transformer"] = diffusers.PixArtTransformer2DModel.from_config(spec["transformer"])
+            say("building the text encoder")
             parts["text_encoder"] = T5EncoderModel(t5_cfg)
     return parts
 
@@ -174,8 +184,12 @@ def build(
     dtype=None,
     model_path: str | None = None,
     seed: int = 0,
+    progress: Callable[[str], None] | None = None,
 ):
     """The unaccelerated pipeline of `model` under `preset`, on `device` in `dtype`.
+
+    `progress` gets one line per stage (each model built, the move to `device`): on a CPU
+    an arch preset takes minutes, and a silent load looked hung (issue #14).
 
     arch/tiny weights are drawn from a generator seeded with `seed`, so two builds
     are identical on the same device. They are created directly on `device` (an SDXL
@@ -188,6 +202,7 @@ def build(
         raise ConfigError(f"unknown preset {preset!r}: use one of {', '.join(catalog.PRESETS)}")
     device = device or "cpu"
     dtype = dtype or torch.float32
+    say = progress or (lambda _msg: None)
     quiet_libraries()
     cls = _pipeline_class(model)
 
@@ -196,6 +211,7 @@ def build(
         kwargs: dict[str, Any] = {"torch_dtype": dtype}
         if fam.has_unet and model != "sdxl":
             kwargs.update(safety_checker=None, requires_safety_checker=False)
+        say(f"reading the weights of {source}")
         try:
             pipe = cls.from_pretrained(source, **kwargs)
         except (OSError, ValueError) as e:
@@ -211,7 +227,8 @@ def build(
         # A private RNG stream: building a preset must not shift the caller's random state.
         with torch.random.fork_rng(devices=cuda_ids):
             torch.manual_seed(seed)
-            pipe = cls(**_build_offline(model, preset, dev))
+            pipe = cls(**_build_offline(model, preset, dev, say))
+    say(f"moving the pipeline to {device}, {str(dtype).removeprefix('torch.')}")
     pipe = pipe.to(device=device, dtype=dtype)
     _freeze(pipe)
     pipe.set_progress_bar_config(disable=True)
@@ -235,10 +252,13 @@ def set_scheduler(pipe, name: str):
     return pipe
 
 
-def load(cfg: catalog.PipelineConfig, *, device: str | None = None, dtype=None, seed: int = 0):
-    """Build the pipeline a `PipelineConfig` names, with its scheduler."""
+def load(cfg: catalog.PipelineConfig, *, device: str | None = None, dtype=None, seed: int = 0,
+         progress: Callable[[str], None] | None = None):
+    """Build the pipeline a `PipelineConfig` names, with its scheduler; `progress` gets a
+    line per loading stage (see `build`)."""
     cfg.validate()
-    pipe = build(cfg.model, cfg.preset, device=device, dtype=dtype, model_path=cfg.model_path, seed=seed)
+    pipe = build(cfg.model, cfg.preset, device=device, dtype=dtype, model_path=cfg.model_path, seed=seed,
+                 progress=progress)
     return set_scheduler(pipe, cfg.scheduler)
 
 

@@ -113,7 +113,10 @@ class TrialSession:
         self.dtype = dtype or default_dtype(self.device)
         self._progress = progress or (lambda _msg: None)
         self._progress(f"loading {self.cfg.label()} ({self.cfg.preset}) on {self.device}, {_dtype_name(self.dtype)}")
-        self.pipe = pipelines.load(self.cfg, device=self.device, dtype=self.dtype, seed=seed)
+        loading = time.monotonic()
+        self.pipe = pipelines.load(self.cfg, device=self.device, dtype=self.dtype, seed=seed,
+                                   progress=lambda msg: self._progress(f"loading: {msg}"))
+        self._progress(f"loaded in {time.monotonic() - loading:.0f} s")
         self.call_kwargs = pipelines.call_kwargs(self.cfg.model, self.cfg.preset)
         self.device_columns = measure.device_info(self.device)
         self.versions = measure.library_versions()
@@ -274,6 +277,8 @@ class TrialSession:
         if len(seeds) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds: give one seed per prompt")
         summary = QualitySummary(clip_model=self.clip_model, judge_model=self.judge_model)
+        # Said before the first prompt: its baseline run comes first and may take minutes.
+        self._progress(f"quality {acc.tag}: {len(prompts)} prompt(s), each against its baseline")
         for i, (prompt, seed) in enumerate(zip(prompts, seeds, strict=True), 1):
             summary.prompts.append(self.prompt_quality(acc, prompt, seed))
             self._progress(f"quality {acc.tag}: prompt {i}/{len(prompts)} ssim={summary.prompts[-1].ssim:.4f}")
@@ -305,11 +310,13 @@ class TrialSession:
             return self._pipeline_call(lambda: applied.generate(prompt, seed=seed, **kwargs))
 
         def report(r: measure.SpeedResult) -> None:
-            self._progress(f"speed {acc.tag}: pair {r.n_pairs} speedup={r.speedup:.3f}"
+            self._progress(f"speed {acc.tag}: pair {r.n_pairs}/{max_pairs} speedup={r.speedup:.3f}"
                            + (f" ±{r.halfwidth:.1%}" if r.n_pairs > 1 else ""))
             if on_pair is not None:
                 on_pair(r)
 
+        self._progress(f"speed {acc.tag}: {warmup} warm-up pair(s), then {min_pairs}–{max_pairs} timed pairs "
+                       f"(stops once the speedup's 95% CI is within ±{target_halfwidth:.0%})")
         result = measure.measure_pairs(run_baseline, run_accel, device=self.device, min_pairs=min_pairs,
                                        max_pairs=max_pairs, target_halfwidth=target_halfwidth,
                                        warmup=warmup, on_pair=report)

@@ -44,6 +44,9 @@ class PlanSearcher(Searcher):
             return self.FINISHED  # the lake cannot take rows: start nothing more
         task = self.state.next_task()
         self.sink.flush_pruned()
+        # The slot a finished trial freed is refilled (or cannot be) only now: the line
+        # that finish owes is written here, so "running" counts the trial just handed out.
+        self.sink.show_progress()
         if task is None:
             return self.FINISHED if self.state.finished else None
         self.sink.tasks[trial_id] = task
@@ -86,13 +89,25 @@ class LakeSink(Callback):
         self.tasks: dict[str, Task] = {}
         self.baselines = lake.existing_baseline_keys()
         self.handled: set[str] = set()
+        # Steps ended since a progress line fell due (None: none is due). A trial ends
+        # while its slot is momentarily free, so its line waits for the searcher to
+        # refill the slot (`show_progress`); `on_step_end` writes it after a step in which
+        # Tune did not ask (no slot to fill, or the searcher is finished).
+        self._line_due: int | None = None
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
         pruned = self._take_pruned()
         if rows or pruned:
             if self._store(TRIALS_DIR, rows + pruned):
                 self.summary.rows_written += len(rows) + len(pruned)
-        self.progress.update()
+        if self._line_due is None:
+            self._line_due = 0
+
+    def show_progress(self) -> None:
+        """Write the progress line a finished trial owes, if any."""
+        if self._line_due is not None:
+            self._line_due = None
+            self.progress.update()
 
     def _store(self, table: str, rows: list[dict[str, Any]]) -> bool:
         """Write rows to the lake, or keep them in the spool once a write has failed;
@@ -126,12 +141,6 @@ class LakeSink(Callback):
     def flush_pruned(self) -> None:
         if self.state.pruned:
             self._write([])
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        # Without this the line is written only as a trial ends, when one slot is
-        # always momentarily free, and "running" reads one low.
-        if trial.trial_id in self.tasks:
-            self.progress.update()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         task = self.tasks.get(trial.trial_id)
@@ -189,6 +198,10 @@ class LakeSink(Callback):
             if trial.trial_id in self.tasks and trial.trial_id not in self.handled \
                     and trial.status in ("ERROR", "TERMINATED"):
                 self.on_trial_complete(iteration, trials, trial)
+        if self._line_due is not None:
+            self._line_due += 1
+            if self._line_due >= 2:  # a whole step went by without the searcher refilling
+                self.show_progress()
 
     @staticmethod
     def _error_of(trial) -> str:

@@ -108,6 +108,21 @@ def test_a_read_only_lake_fails_before_ray_starts(tmp_path):
     assert not ray.is_initialized() and not _ray_children()
 
 
+def test_a_read_only_sweeps_folder_fails_the_write_probe(tmp_path):
+    # Each run records itself in `sweeps/` (lake.write_sweep): the probe must reach it too.
+    lake = tmp_path / "lake"
+    for sub in ("trials", "baselines", "sweeps"):
+        (lake / sub).mkdir(parents=True)
+    _make_read_only(lake / "sweeps")
+    try:
+        with pytest.raises(OSError, match=f"cannot write into {lake}/sweeps"):
+            LakeWriter(str(lake)).check_writable()
+    finally:
+        subprocess.run(["chattr", "-i", str(lake / "sweeps")], capture_output=True)
+        (lake / "sweeps").chmod(0o755)
+    LakeWriter(str(lake)).check_writable()  # writable again: no error
+
+
 # ------------------------------------------------------------------ §1 failure mid-sweep
 
 
