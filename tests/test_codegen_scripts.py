@@ -205,6 +205,7 @@ def test_baseline_mode_runs_the_plain_pipeline(rendered, ran):
     assert images[0].shape == (RES, RES, 3) and np.array_equal(images[0], images[1])
 
 
+@pytest.mark.slow  # over 5 s: `make check` stays under 2 minutes
 def test_time_measures_interleaved_pairs_and_prints_the_speedup_with_its_interval(rendered, ran):
     """`--time` on a tiny pipeline: it runs standalone (no import of diffaccel: PYTHONPATH
     is not set), and prints a speedup inside its own 95% interval."""

@@ -121,6 +121,7 @@ def test_training_script_runs_and_round_trips(tmp_path):
     assert not list((tmp_path / "j").glob(".*.tmp"))
 
 
+@pytest.mark.slow  # over 5 s: `make check` stays under 2 minutes
 def test_baseline_shapes_model_images_are_recognisable():
     """The shipped shapes model's own baseline images (DDIM, 25 steps), judged against
     their captions: the first 16 of the card's 96 measured 0.847; the card's 96, 0.883."""

@@ -163,6 +163,7 @@ def _unreachable_uri(monkeypatch) -> str:
     return f"s3://{BUCKET}/lake?endpoint_override=http://127.0.0.1:{_closed_port()}&region=us-east-1"
 
 
+@pytest.mark.slow  # over 5 s: `make check` stays under 2 minutes
 def test_unreachable_s3_lake_is_one_line_naming_the_uri(monkeypatch):
     uri = _unreachable_uri(monkeypatch)
     start = time.monotonic()

@@ -128,6 +128,7 @@ def _per_image_loss(a, b) -> list[float]:
     return [1 - ssim_psnr(x[None], y[None])[0] for x, y in zip(a, b, strict=True)]
 
 
+@pytest.mark.slow  # over 5 s: `make check` stays under 2 minutes
 def test_deepcache_loss_grows_with_cache_interval(pipe):
     """1 - SSIM against the baseline, per prompt, for cache_interval 2, 3, 5 (branch 0,
     10 DDIM steps): each mean is at least the previous one's minus twice the standard
