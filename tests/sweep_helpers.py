@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import os
+import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +77,26 @@ def expected_keys(spec: S.SweepSpec) -> set[str]:
                             clip_model=spec.clip_model)
     return {trial_key(resolved(cp.config), acc, "cpu", library_versions(), inputs)
             for cp in S.expand(spec).combos for acc in cp.points()}
+
+
+def ray_children() -> list[str]:
+    """Command lines of this process's Ray children (raylet, GCS) still alive."""
+    import psutil
+
+    names = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            names.append(" ".join(p.cmdline()))
+        except psutil.Error:
+            continue
+    return [n for n in names if "raylet" in n or "gcs_server" in n]
+
+
+def reap(proc: subprocess.Popen) -> None:
+    """End a driver started with ``start_new_session=True`` and whatever it started that
+    is still alive: its process group."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)

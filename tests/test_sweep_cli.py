@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import psutil
 import yaml
-from sweep_helpers import tiny, write_spec
+from sweep_helpers import ray_children, tiny, write_spec
 from typer.testing import CliRunner
 
 from diffaccel.cli import app
-
-
-def _ray_children() -> list[str]:
-    names = []
-    for p in psutil.Process().children(recursive=True):
-        try:
-            names.append(" ".join(p.cmdline()))
-        except psutil.Error:
-            continue
-    return [n for n in names if "raylet" in n or "gcs_server" in n]
 
 
 def test_an_invalid_spec_fails_before_ray_starts(tmp_path):
@@ -32,7 +21,7 @@ def test_an_invalid_spec_fails_before_ray_starts(tmp_path):
     assert result.exit_code == 2
     assert "methods.deepcache.cache_branch_id: 40 is out of range on Stable Diffusion 1.5" in result.output
     assert "sheduler: unknown key: did you mean 'schedulers'?" in result.output
-    assert not ray.is_initialized() and not _ray_children()
+    assert not ray.is_initialized() and not ray_children()
     assert not (tmp_path / "lake").exists()
 
 
@@ -56,4 +45,4 @@ def test_a_lake_that_cannot_be_created_fails_before_ray_starts(tmp_path):
     result = CliRunner().invoke(app, ["sweep", str(spec), "--lake", str(blocker / "lake")])
     assert result.exit_code == 2
     assert "cannot create the lake" in result.output
-    assert not ray.is_initialized() and not _ray_children()
+    assert not ray.is_initialized() and not ray_children()

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from engine_helpers import one_thread  # noqa: F401
 from lake_rows import baseline, trial
-from sweep_helpers import tiny_spec
+from sweep_helpers import reap, tiny_spec
 
 from sweep.driver import stored_outcomes
 from sweep.lake import LakeWriter, lake_warnings_as_lines
@@ -109,11 +109,7 @@ def test_sigterm_mid_sweep_releases_the_lease_and_a_rerun_finishes(tmp_path):
         out, err = proc.communicate(timeout=120)
         group_left = [p for p in psutil.process_iter(["pid"]) if _pgid(p.pid) == proc.pid]
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=30)
+        reap(proc)
     assert proc.returncode == 143, err[-3000:]
     assert "Traceback" not in err and "SIGTERM" in err, err[-3000:]
     assert len([ln for ln in err.splitlines() if ln.strip()]) == 1, err[-3000:]

@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 import pyarrow.fs as pafs
 import pytest
-from sweep_helpers import ROOT, expected_keys, tiny_spec, trial_rows, write_spec
+from sweep_helpers import ROOT, expected_keys, reap, tiny_spec, trial_rows, write_spec
 
 from sweep.lake_schema import SCREEN
 from sweep.lease import LEASE_FILE, Lease
@@ -42,13 +42,6 @@ def _start(spec: Path, lake: Path, state: Path, *extra: str) -> subprocess.Popen
                             cwd=ROOT, env=_env(state), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
 
-
-def _reap(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=30)
 
 
 def _wait(cond, timeout: float, what: str, proc: subprocess.Popen | None = None):
@@ -148,7 +141,7 @@ def test_embedded_ray_listens_on_loopback_and_a_killed_drivers_leftovers_are_cle
         keys = collections.Counter(r["trial_key"] for r in trial_rows(lake) if r["phase"] == SCREEN)
         assert set(keys) == expected_keys(tiny_spec(**SIX_POINTS)) and set(keys.values()) == {1}
     finally:
-        _reap(first)
+        reap(first)
         for e in record["procs"]:
             if _alive(e):
                 psutil.Process(e["pid"]).kill()
@@ -168,9 +161,9 @@ def test_two_sweeps_into_one_lake_measure_every_key_once(tmp_path):
         assert first.returncode == 0, err_a[-3000:]
         assert second.returncode == 0, err_b[-3000:]
     finally:
-        _reap(first)
+        reap(first)
         if second is not None:
-            _reap(second)
+            reap(second)
     assert "waiting: run" in err_b and "is sweeping into this lake" in err_b
     assert "4 already stored" in out_b and "0 row(s) written" in out_b
     keys = collections.Counter(r["trial_key"] for r in trial_rows(lake) if r["phase"] == SCREEN)

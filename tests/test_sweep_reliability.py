@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from sweep_helpers import expected_keys, tiny_spec, trial_rows, write_spec
+from sweep_helpers import expected_keys, ray_children, tiny_spec, trial_rows, write_spec
 from typer.testing import CliRunner
 
 from diffaccel.cli import app
@@ -48,17 +48,6 @@ def local_ray():
     ray.shutdown()
 
 
-def _ray_children() -> list[str]:
-    import psutil
-
-    names = []
-    for p in psutil.Process().children(recursive=True):
-        try:
-            names.append(" ".join(p.cmdline()))
-        except psutil.Error:
-            continue
-    return [n for n in names if "raylet" in n or "gcs_server" in n]
-
 
 def _screen_keys(lake) -> collections.Counter:
     return collections.Counter(r["trial_key"] for r in trial_rows(lake) if r["phase"] == SCREEN)
@@ -78,7 +67,7 @@ def test_a_lake_whose_trials_folder_is_a_file_fails_before_ray_starts(tmp_path):
     assert result.exit_code == 2, result.output
     assert f"the lake at '{lake}' cannot be written" in result.output
     assert "trials is a file, not a folder" in result.output
-    assert not ray.is_initialized() and not _ray_children()
+    assert not ray.is_initialized() and not ray_children()
 
 
 def _make_read_only(folder: Path) -> None:
@@ -105,7 +94,7 @@ def test_a_read_only_lake_fails_before_ray_starts(tmp_path):
         (lake / "trials").chmod(0o755)
     assert result.exit_code == 2, result.output
     assert f"cannot write into {lake}/trials" in result.output
-    assert not ray.is_initialized() and not _ray_children()
+    assert not ray.is_initialized() and not ray_children()
 
 
 def test_a_read_only_sweeps_folder_fails_the_write_probe(tmp_path):
@@ -266,7 +255,7 @@ def test_cpus_per_trial_below_one_fails_before_ray_starts(tmp_path, value):
                                       "--cpus-per-trial", value])
     assert result.exit_code == 2, result.output
     assert f"--cpus-per-trial must be at least 1, got {value}" in result.output
-    assert not ray.is_initialized() and not _ray_children()
+    assert not ray.is_initialized() and not ray_children()
 
 
 def test_an_address_where_no_cluster_answers_fails_within_the_timeout(tmp_path, monkeypatch):

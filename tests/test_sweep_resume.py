@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from sweep_helpers import ROOT, expected_keys, tiny_spec, trial_rows, write_spec
+from sweep_helpers import ROOT, expected_keys, reap, tiny_spec, trial_rows, write_spec
 
 from sweep.lake_schema import FAILED, OK, SCREEN
 
@@ -64,14 +64,6 @@ def _wait(proc: subprocess.Popen, cond, timeout: float, what: str):
     pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
-def _reap(proc: subprocess.Popen) -> None:
-    """End the driver and whatever it started that is still alive: its process group."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=30)
-
 
 def _screen_keys(lake: Path) -> collections.Counter:
     return collections.Counter(r["trial_key"] for r in trial_rows(lake) if r["phase"] == SCREEN)
@@ -90,7 +82,7 @@ def test_a_worker_killed_mid_trial_is_retried_and_the_sweep_completes(tmp_path):
         out, err = proc.communicate(timeout=420)
         assert proc.returncode == 0, err[-3000:]
     finally:
-        _reap(proc)
+        reap(proc)
     rows = trial_rows(lake)
     keys = _screen_keys(lake)
     assert set(keys) == expected_keys(tiny_spec(**FOUR_POINTS)) and set(keys.values()) == {1}
@@ -107,7 +99,7 @@ def test_an_interrupted_sweep_resumes_with_every_key_once(tmp_path):
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         proc.wait(timeout=120)
     finally:
-        _reap(proc)
+        reap(proc)
     landed = _screen_keys(lake)
     expected = expected_keys(tiny_spec(**SIX_POINTS))
     assert 2 <= sum(landed.values()) < len(expected), "the sweep was not interrupted mid-way"
