@@ -79,7 +79,8 @@ STRATEGIES = ("lake", "grid")
 SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # How a metric's scores come into the lake, for the "metric absent" reason.
 METRIC_SOURCE = {"ssim": "sweep with quality metrics on (`quality.metrics: [ssim]`)",
-                 "clip": "sweep with `quality.clip_model`"}
+                 "clip": "sweep with `quality.clip_model`",
+                 "judge": "sweep with `judge_model` (the shapes judge: datasets/models/shapes-judge)"}
 
 
 def difficulty(scale: float) -> str:

@@ -58,6 +58,7 @@ from codegen.tasks import (
     reanswer,
     write_tasks,
 )
+from sweep.bounds import measured
 from sweep.catalog import PARAMS, Acceleration, ConfigError
 from sweep.exits import fail, interrupted
 from sweep.lake_schema import BOUND_GROUP
@@ -197,10 +198,10 @@ def _fastest_within(trials: Mapping[str, list], key: tuple, budget: float, metri
     loss = trials.get(f"quality_loss_{metric}", [])
     rows = []
     for i in range(len(trials.get("tag", []))):
-        if tuple(trials[k][i] for k in BOUND_GROUP) != key or trials["status"][i] != "ok":
+        if tuple(trials[k][i] for k in BOUND_GROUP) != key:
             continue
         s, q = trials["speedup"][i], loss[i]
-        if s is None or q is None or not math.isfinite(s) or q > budget:
+        if not measured(trials["status"][i], s, q) or q > budget:  # sweep.bounds: what counts
             continue
         raw = trials["params_json"][i]
         if raw:

@@ -237,6 +237,11 @@ def param(default: Any, doc: str, **meta: Any) -> Any:
 
 
 def _check_range(spec: ParamSpec, value: Any, low=None, high=None, choices=None, why: str = "") -> None:
+    # First: a NaN passes every comparison below (they are all false), and a config built
+    # directly, not from strings, never went through `ParamSpec.coerce`.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{spec.name}={value} is not a finite number: pass e.g. {spec.name}={spec.default}",
+                          param=spec.name)
     low = spec.low if low is None else low
     high = spec.high if high is None else high
     choices = spec.choices if choices is None else choices

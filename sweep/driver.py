@@ -53,8 +53,8 @@ from sweep.bookkeeping import (
 )
 from sweep.bounds import screen_first
 from sweep.catalog import ConfigError
-from sweep.exits import fail, interrupted
-from sweep.lake import LakeReader, LakeWriter, lake_warnings_as_lines
+from sweep.exits import fail, interrupted, terminated
+from sweep.lake import LakeError, LakeReader, LakeWriter, lake_warnings_as_lines
 from sweep.lake_schema import FAILED, OK, PRUNED, STOPPED
 from sweep.pruning import Outcome, SweepState
 from sweep.spec import DEFAULT_MAX_POINTS, Plan, SweepSpec, expand, load, trial_inputs
@@ -67,17 +67,21 @@ __all__ = ["Progress", "SweepContext", "SweepSummary", "LakeWriteError", "resolv
            "error_text", "run_sweep", "stored_outcomes", "trial_resources", "sweep_cmd"]
 
 
-def stored_outcomes(lake: LakeReader, metric: str, retry_failed: bool = True) -> dict[str, tuple[set[str], Outcome]]:
+def stored_outcomes(lake: LakeReader, metric: str, retry_failed: bool = True,
+                    failed: set[str] | None = None) -> dict[str, tuple[set[str], Outcome]]:
     """trial_key -> (phases stored, outcome of the row `bounds.screen_first` picks: its
     screen row, on which the interrupted run made its pruning decisions) for a resumed sweep.
 
     With `retry_failed`, ``failed`` rows are no verdict: they are left out, so their
-    keys (and failed confirmations) run again."""
+    keys (and failed confirmations) run again; `failed`, when given, collects the keys
+    of those rows."""
     cols = ["trial_key", "phase", "status", f"quality_loss_{metric}", "speedup", "finished_at", "started_at"]
     phases: dict[str, set[str]] = {}
     picked: dict[str, dict[str, Any]] = {}
     for row in lake.trial_columns(cols):
         if retry_failed and row["status"] == FAILED:
+            if failed is not None:
+                failed.add(row["trial_key"])
             continue
         key = row["trial_key"]
         phases.setdefault(key, set()).add(row["phase"])
@@ -247,9 +251,6 @@ def run_sweep(spec: SweepSpec, lake_uri: str, *, address: str | None = None,
         raise ConfigError(f"--max-concurrent must be at least 1, got {max_concurrent}")
     plan = expand(spec)
     lake = _open_lake(lake_uri, strict)
-    # Read what is stored before Ray starts: an unreachable lake or (with --strict) a bad
-    # file is a one-line error up front. It is read again if another sweep held the lease.
-    stored = stored_outcomes(lake, spec.metric, retry_failed=retry_failed)
     if address:
         check_address(address)
     prompts = spec.prompts()  # read before Ray starts: a bad prompt file costs nothing
@@ -263,17 +264,15 @@ def run_sweep(spec: SweepSpec, lake_uri: str, *, address: str | None = None,
     with contextlib.ExitStack() as stack:
         _catch_sigterm(stack)
         lease = Lease(lake.fs, lake.root, owner=run_id, ttl_s=lease_ttl_s)
-        waited: list[dict] = []
-
-        def on_wait(held: dict) -> None:
-            if not waited:
-                say(f"waiting: run {held.get('owner')} (host {held.get('host')}, pid {held.get('pid')}) is "
-                    "sweeping into this lake; this sweep resumes after it and skips what it stored")
-            waited.append(held)
-
-        lease.acquire(on_wait=on_wait)
+        lease.acquire(on_wait=lambda held: say(
+            f"waiting: run {held.get('owner')} (host {held.get('host')}, pid {held.get('pid')}) is sweeping "
+            "into this lake; this sweep resumes after it and skips what it stored"))
         stack.callback(lease.release)
         landed = _land_spool(lake, say)
+        # Read what is stored once, under the lease (no other sweep writes now) and before
+        # Ray starts: an unreachable lake or (with --strict) a bad file costs no Ray start.
+        failed_before: set[str] = set()
+        stored = stored_outcomes(lake, spec.metric, retry_failed=retry_failed, failed=failed_before)
         tune_dir = _start_ray(stack, address, num_cpus, num_gpus, say)
         _catch_sigterm(None)  # again: Ray replaced the handler (see there)
         import ray
@@ -287,18 +286,17 @@ def run_sweep(spec: SweepSpec, lake_uri: str, *, address: str | None = None,
                            inputs=trial_inputs(prompts=prompts, seeds=spec.seeds, measure=spec.measure,
                                                dtype=dtype, clip_model=spec.clip_model,
                                                judge_model=spec.judge_model))
-        if waited or landed:  # the lake changed since it was read
-            stored = stored_outcomes(lake, spec.metric, retry_failed=retry_failed)
         state = SweepState(plan.combos, spec.budgets, spec.early_stop, ctx.key, stored=stored)
         if state.pruned or not state.finished:  # a run that will write rows: name it for the report
-            lake.write_sweep(spec, ctx.sweep_id, device["device_kind"])
+            try:
+                lake.write_sweep(spec, ctx.sweep_id, device["device_kind"])
+            except LakeError as e:  # after Ray started (and maybe a spool landed): not bad input
+                raise LakeWriteError(str(e)) from None
         summary = SweepSummary(ctx.sweep_id, state.total, {}, state.skipped, 0, 0, 0.0,
                                device["device_kind"], dict(resources), notes=list(plan.notes),
                                concurrency=concurrency, landed_from_spool=landed)
         summary.cluster_nodes = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n.get("Alive")}
         if retry_failed:
-            failed_before = {r["trial_key"] for r in lake.trial_columns(["trial_key", "status"])
-                             if r["status"] == FAILED}
             summary.retried_failed = len((failed_before - set(stored)) & set(_plan_keys(state)))
             if summary.retried_failed:
                 say(f"{summary.retried_failed} key(s) that failed before run again (--no-retry-failed: keep them)")
@@ -399,7 +397,7 @@ def _run_tune(spec: SweepSpec, prompts: list[str], lake: LakeWriter, ctx: SweepC
                     "budgets": list(spec.budgets), "measure": spec.measure.__dict__,
                     "early_stop": spec.early_stop.__dict__, "dtype": ctx.dtype,
                     "clip_model": spec.clip_model, "judge_model": spec.judge_model_path(),
-                    "sweep_id": ctx.sweep_id,
+                    "key_inputs": ctx.inputs, "sweep_id": ctx.sweep_id,
                     "known_baselines": sorted(sink.baselines)}
         trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)
         tuner = tune.Tuner(
@@ -504,9 +502,7 @@ def sweep_cmd(
         raise fail(str(e), code=1) from None
     except KeyboardInterrupt as e:
         if isinstance(e, Terminated) or _sigterm_seen.is_set():
-            typer.echo("terminated (SIGTERM): finished trials are in the lake and its lease is released; "
-                       "rerun the same command to resume", err=True)
-            raise typer.Exit(143) from None
+            raise terminated() from None
         raise interrupted() from None
     if summary:
         summary.parent.mkdir(parents=True, exist_ok=True)

@@ -177,13 +177,11 @@ class Applied:
         if self.removed:
             raise RuntimeError("this acceleration was removed; apply it again to generate")
         kwargs = {**self.call_kwargs, **kwargs}
-        if self.tgate:
-            kwargs.update(self.acc.tgate.kwargs())
-            if self.tome:
-                reset_tome_rng(self.pipe, kwargs.get("seed"))
-            return generate(self.pipe, prompt, call=self.pipe.tgate, **kwargs)
         if self.tome:
             reset_tome_rng(self.pipe, kwargs.get("seed"))
+        if self.tgate:
+            kwargs.update(self.acc.tgate.kwargs())
+            return generate(self.pipe, prompt, call=self.pipe.tgate, **kwargs)
         return generate(self.pipe, prompt, **kwargs)
 
     def remove(self) -> None:

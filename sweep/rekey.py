@@ -70,7 +70,7 @@ def row_keys(row: Mapping[str, Any], spec: SweepSpec, prompts: list[str]) -> tup
     acc = Acceleration.from_params(row["method"], json.loads(row["params_json"]))
     versions = json.loads(row["versions_json"])
     inputs = trial_inputs(prompts=prompts, seeds=spec.seeds, measure=spec.measure, dtype=row["dtype"],
-                          clip_model=spec.clip_model)
+                          clip_model=spec.clip_model, judge_model=spec.judge_model)
     return (trial_key(cfg, acc, row["device_kind"], versions),
             trial_key(cfg, acc, row["device_kind"], versions, inputs))
 
@@ -80,8 +80,11 @@ def _check_inputs(row: Mapping[str, Any], spec: SweepSpec, where: str) -> None:
     wrong = []
     if spec.dtype != "auto" and row["dtype"] != spec.dtype:
         wrong.append(f"dtype {row['dtype']} (spec: {spec.dtype})")
-    if row.get("n_prompts") is not None and row["n_prompts"] != spec.prompt_count:
-        wrong.append(f"{row['n_prompts']} prompt(s) (spec: {spec.prompt_count})")
+    # n_prompts counts the (prompt, seed) pairs evaluated; a stopped trial evaluated fewer.
+    pairs = spec.prompt_count * len(spec.seeds)
+    n = row.get("n_prompts")
+    if n is not None and (n > pairs or (row.get("status") == "ok" and n != pairs)):
+        wrong.append(f"{n} prompt(s) (spec: {spec.prompt_count} prompt(s) x {len(spec.seeds)} seed(s))")
     if (row.get("clip_model") or None) != spec.clip_model:
         wrong.append(f"clip_model {row.get('clip_model')!r} (spec: {spec.clip_model!r})")
     if wrong:

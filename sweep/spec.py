@@ -981,7 +981,8 @@ def restrict(spec: SweepSpec, *, config: Mapping[str, Any] | None = None,
     if config is not None:
         entry = next((m for m in spec.models if m.model == config["model"]), None)
         if entry is None or config.get("preset"):
-            entry = ModelEntry(config["model"], config.get("preset") or (entry.preset if entry else "arch"),
+            entry = ModelEntry(config["model"],
+                               config.get("preset") or (entry.preset if entry else default_preset(config["model"])),
                                config.get("model_path", entry.model_path if entry else None))
         models, schedulers, steps = (entry,), (config["scheduler"],), (int(config["steps"]),)
         resolutions = (config.get("resolution"),)

@@ -83,20 +83,6 @@ def resolve_config(cfg: PipelineConfig) -> PipelineConfig:
     return dataclasses.replace(cfg, resolution=pipelines.resolve_resolution(cfg))
 
 
-def check_point(acc: Acceleration, fam: catalog.Family, steps: int) -> None:
-    """`acc` is valid for the family and steps, every float finite. (A method config built
-    directly rather than from strings skips `ParamSpec.coerce`, and a NaN passes every
-    range check, since its comparisons are all false.)"""
-    import math
-
-    for name, value in acc.params.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise catalog.ConfigError(f"{name}={value} is not a finite number: pass e.g. "
-                                      f"{name}={catalog.PARAMS[catalog.PARAM_OWNER[name]][name].default}",
-                                      param=name)
-    acc.validate(fam, steps)
-
-
 def _dtype_name(dtype) -> str:
     return str(dtype).replace("torch.", "")
 
@@ -172,7 +158,7 @@ class TrialSession:
         return catalog.trial_key(self.cfg, acc, self.device_kind, self.versions, inputs)
 
     def validate(self, acc: Acceleration) -> None:
-        check_point(acc, self.family, self.cfg.steps)
+        acc.validate(self.family, self.cfg.steps)
 
     # ------------------------------------------------------------- patching the fork
 
@@ -474,7 +460,7 @@ class TrialSession:
                  if measure_speed else {})
         inputs = catalog.measurement_inputs(dtype=_dtype_name(self.dtype), prompts=prompts,
                                             seeds=[p.seed for p in q.prompts], pairs=pairs,
-                                            clip_model=self.clip_model)
+                                            clip_model=self.clip_model, judge_model=self.judge_model)
         return self.trial_row(acc, quality=q, speed=speed, compute_ratio=ratio, phase=phase,
                               sweep_id=sweep_id, started_at=started, key_inputs=inputs)
 
@@ -570,7 +556,7 @@ def run_trial(
 ) -> dict[str, Any]:
     """Load, measure one point, return its trial row. Everything is validated first."""
     cfg.validate()
-    check_point(acc, cfg.family, cfg.steps)
+    acc.validate(cfg.family, cfg.steps)
     if not prompts:
         raise ValueError("no prompts: pass at least one")
     with TrialSession(cfg, device=device, dtype=dtype, clip_model=clip_model, judge_model=judge_model,

@@ -24,7 +24,7 @@ from typing import Any
 
 from sweep.catalog import Acceleration, PipelineConfig
 from sweep.pruning import clearly_over
-from sweep.spec import EarlyStop, Measure, trial_inputs
+from sweep.spec import EarlyStop
 
 _SESSION: dict[str, Any] = {"key": None, "session": None, "baseline_sent": False}
 
@@ -97,10 +97,7 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     row, stats = session.sweep_trial(
         acc, prompts, seeds, phase=config["phase"], metric=settings["metric"], budgets=budgets,
         clearly_over=lambda losses: clearly_over(losses, budgets, rule), settings=settings["measure"],
-        sweep_id=settings["sweep_id"], key_inputs=trial_inputs(
-            prompts=settings["prompts"], seeds=settings["seeds"], measure=Measure(**settings["measure"]),
-            dtype=settings["dtype"], clip_model=settings.get("clip_model"),
-            judge_model=settings.get("judge_model")),
+        sweep_id=settings["sweep_id"], key_inputs=settings["key_inputs"],  # the driver's, as it keys
         on_prompt=lambda done, loss: tune.report({"prompts_done": done, "loss": loss, **common}))
     report = {"row_json": json.dumps(row, default=str), **stats, **common, "trial_seconds": time.monotonic() - t0}
     if not _SESSION["baseline_sent"] and session.baseline_key not in settings.get("known_baselines", ()):

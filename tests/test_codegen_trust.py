@@ -128,6 +128,10 @@ def test_a_metric_absent_from_the_lake_says_how_to_get_it(tmp_path):
     tasks = tasks_of(lake, metric="clip")
     assert [t.status for t in tasks] == ["infeasible"] * 2
     assert {t.reason for t in tasks} == {"no trial in the lake has a CLIP score: sweep with `quality.clip_model`"}
+    # Every budget metric has its hint: the judge's absence is a reason too, not a KeyError.
+    tasks = tasks_of(lake, metric="judge")
+    assert [t.status for t in tasks] == ["infeasible"] * 2
+    assert all(t.reason.startswith("no trial in the lake has a ") and "judge_model" in t.reason for t in tasks)
 
 
 def test_a_config_with_no_trials_at_all_says_so(tmp_path):
