@@ -84,7 +84,7 @@ def _check_inputs(row: Mapping[str, Any], spec: SweepSpec, where: str) -> None:
     pairs = spec.prompt_count * len(spec.seeds)
     n = row.get("n_prompts")
     if n is not None and (n > pairs or (row.get("status") == "ok" and n != pairs)):
-        wrong.append(f"{n} prompt(s) (spec: {spec.prompt_count} prompt(s) x {len(spec.seeds)} seed(s))")
+        wrong.append(f"{n} prompt(s) (spec: {pairs})")  # prompts x seeds
     if (row.get("clip_model") or None) != spec.clip_model:
         wrong.append(f"clip_model {row.get('clip_model')!r} (spec: {spec.clip_model!r})")
     if wrong:
