@@ -26,8 +26,16 @@ stated in the output):
   a quality share estimated from rows: for points with a screen and a confirm row, both
   are ``Q + pairs * t`` (``n_pairs`` is stored), which gives Q / screen seconds; the
   median over those points is used.
+* A screen whose loss over all its prompts is over the largest budget stops there,
+  untimed (unless ``early_stop.time_over_budget``): it costs its quality seconds.
 * A confirmation costs the point's confirm row's ``gpu_seconds`` when the lake has one,
   else its screen seconds times the median confirm/screen ratio (counted as estimated).
+  The sweep's confirmation tops up its screen (its pairs pooled, one prompt measured
+  again): a confirm row measured afresh (``pairs_reused`` 0 or null, as every row of the
+  shipped map) is charged that less the screen's pairs (screen timing seconds) and all
+  but one of its prompts (screen quality seconds times (n-1)/n), and at least one
+  screen pair's seconds. ``--fresh-confirm`` replays the earlier policy: every
+  confirmation re-measures everything, and a row that did top up is charged that back.
 * Pipeline loads and idle slots are not counted (device-seconds of trials only).
 
 The exhaustive side is costed by the same model: every point screened, then its own bound
@@ -64,7 +72,7 @@ CONFIG_COLS = ("model", "scheduler", "steps", "resolution", "batch")
 ROW_COLS = [*CONFIG_COLS, "tag", "method", "phase", "status", "gpu_seconds", "n_prompts", "n_pairs",
             "speedup", "speedup_ci_low", "speedup_ci_high", "finished_at",
             "quality_loss_ssim", "quality_loss_clip", "quality_loss_judge",
-            "quality_seconds", "timing_seconds", "prompt_losses_json"]
+            "quality_seconds", "timing_seconds", "prompt_losses_json", "pairs_reused"]
 DEFAULT_BUDGETS = (0.01, 0.02, 0.05)
 
 
@@ -180,20 +188,40 @@ def _screen_outcome(row: Mapping[str, Any], metric: str, budgets: Sequence[float
     if not losses or None in losses:
         losses = [loss] * int(row.get("n_prompts") or 1)  # per-prompt losses not stored: no spread
     n = len(losses)
-    quality_s = row.get("quality_seconds")
-    if quality_s is None:
-        quality_s = row["gpu_seconds"] * share
+    quality_s, _ = _split(row, share)
     for k in range(1, n + 1):
-        if clearly_over(losses[:k], budgets, rule):  # the trial asks after each prompt
+        if clearly_over(losses[:k], budgets, rule, total=n):  # the trial asks after each prompt
             return Outcome(STOPPED, statistics.fmean(losses[:k]), None), quality_s * k / n
     return Outcome(OK, loss, row["speedup"]), row["gpu_seconds"]
 
 
-def _confirm_cost(oracle: Oracle, key: tuple) -> tuple[float, bool]:
+def _split(row: Mapping[str, Any], share: float) -> tuple[float, float]:
+    """(quality seconds, timing seconds) of a screen row: measured, else modelled."""
+    q = row.get("quality_seconds")
+    if q is None:
+        q = row["gpu_seconds"] * share
+    t = row.get("timing_seconds")
+    if t is None:
+        t = max(0.0, row["gpu_seconds"] - q)
+    return q, t
+
+
+def _confirm_cost(oracle: Oracle, key: tuple, fresh: bool = False) -> tuple[float, bool]:
+    """(seconds, estimated) of confirming a point, topping up its screen unless `fresh`."""
+    screen = oracle.screen[key]
     row = oracle.confirm.get(key)
-    if row is not None:
-        return row["gpu_seconds"], False
-    return oracle.screen[key]["gpu_seconds"] * oracle.confirm_ratio, True
+    seconds = row["gpu_seconds"] if row is not None else screen["gpu_seconds"] * oracle.confirm_ratio
+    q, t = _split(screen, oracle.quality_share)
+    n = int(screen.get("n_prompts") or 1)
+    ps = int(screen.get("n_pairs") or 0)
+    per_pair = t / ps if ps else 0.0
+    reused = int((row or {}).get("pairs_reused") or 0)
+    saved = q * (n - 1) / n + ps * per_pair  # what topping up saves over measuring afresh
+    if fresh:
+        return seconds + (saved if reused else 0.0), row is None
+    if reused:
+        return seconds, row is None
+    return max(per_pair, seconds - saved), row is None
 
 
 def _bounds(measured: Mapping[str, tuple[float, Mapping[str, Any]]], confirmed: Mapping[str, Mapping[str, Any]],
@@ -220,10 +248,12 @@ def _bounds(measured: Mapping[str, tuple[float, Mapping[str, Any]]], confirmed: 
 
 
 def replay_config(plans: list[ComboPlan], oracle: Oracle, metric: str, budgets: Sequence[float],
-                  rule: EarlyStop, workers: int = 2, state_cls: type[SweepState] = SweepState) -> Side:
+                  rule: EarlyStop, workers: int = 2, state_cls: type[SweepState] = SweepState,
+                  fresh_confirm: bool = False) -> Side:
     """Run `state_cls` (the sweep's `SweepState`) over one config's plans on `workers`
     simulated devices, every trial answered by the lake. Deterministic: equal finish
-    times complete in task order."""
+    times complete in task order. `fresh_confirm`: confirmations measure afresh (the
+    policy before they topped up their screens)."""
     cid = config_id(plans[0].config)
     state = state_cls(plans, budgets, rule, lambda cfg, acc: f"{acc.combo}|{acc.tag}")
     running: list[tuple[float, int, Any, Outcome | None]] = []
@@ -242,7 +272,7 @@ def replay_config(plans: list[ComboPlan], oracle: Oracle, metric: str, budgets: 
                 break
             key = (cid, task.acc.tag)
             if task.phase == CONFIRM:
-                cost, est = _confirm_cost(oracle, key)
+                cost, est = _confirm_cost(oracle, key, fresh_confirm)
                 outcome = None
                 confirmed[task.acc.tag] = oracle.confirm.get(key, oracle.screen[key])
                 trials.append(Trial(task.acc.tag, task.acc.combo, CONFIRM, OK, cost, est))
@@ -271,28 +301,34 @@ def replay_config(plans: list[ComboPlan], oracle: Oracle, metric: str, budgets: 
                 counts)
 
 
-def exhaustive_config(plans: list[ComboPlan], oracle: Oracle, metric: str, budgets: Sequence[float]) -> Side:
+def exhaustive_config(plans: list[ComboPlan], oracle: Oracle, metric: str, budgets: Sequence[float],
+                      fresh_confirm: bool = False) -> Side:
     """Every point screened, then each combo's bound points confirmed (what the sweep
     does with early stopping and pruning off), costed by the same model."""
     off = EarlyStop(enabled=False, prune=False, speculate=False)
-    return replay_config(plans, oracle, metric, budgets, off, workers=1)
+    return replay_config(plans, oracle, metric, budgets, off, workers=1, fresh_confirm=fresh_confirm)
 
 
 def pruning_floor(plans: list[ComboPlan], oracle: Oracle, metric: str, budgets: Sequence[float],
-                  exhaustive: Side) -> float:
+                  exhaustive: Side, rule: EarlyStop) -> float:
     """What a clairvoyant pruner would spend: every point screened except those over the
     largest budget that dominate another such point (a correct pruner must measure the
-    points within budget and the least aggressive over-budget ones), plus the
-    exhaustive side's confirmations. Early stopping is not in it."""
+    points within budget and the least aggressive over-budget ones, the latter untimed
+    unless `rule.time_over_budget`), plus the exhaustive side's confirmations. Early
+    stopping before the last prompt is not in it."""
     cid = config_id(plans[0].config)
     limit = max(budgets)
+    untimed = rule.enabled and not rule.time_over_budget
     seconds = sum(t.seconds for t in exhaustive.trials if t.phase == CONFIRM)
     for p in plans:
         pts = list(p.points())
         over = [a for a in pts if _loss(oracle.screen[(cid, a.tag)], metric) > limit]
         for a in pts:
-            if not any(b.tag != a.tag and dominates(a, b) for b in over) or a not in over:
-                seconds += oracle.screen[(cid, a.tag)]["gpu_seconds"]
+            row = oracle.screen[(cid, a.tag)]
+            if a not in over:
+                seconds += row["gpu_seconds"]
+            elif not any(b.tag != a.tag and dominates(a, b) for b in over):
+                seconds += _split(row, oracle.quality_share)[0] if untimed else row["gpu_seconds"]
     return seconds
 
 
@@ -330,9 +366,11 @@ class Replay:
     confirm_ratio: float
     workers: int
     rule: EarlyStop
+    fresh_confirm: bool = False  # confirmations measured afresh (the policy before topping up)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"workers": self.workers, "rule": asdict(self.rule), "quality_share": self.quality_share,
+        return {"workers": self.workers, "rule": asdict(self.rule), "fresh_confirm": self.fresh_confirm,
+                "quality_share": self.quality_share,
                 "confirm_ratio": self.confirm_ratio, "incomplete": self.incomplete,
                 "results": [{"config": r.config, "metric": r.metric, "ratio": r.ratio, "floor": r.floor,
                              "agreement": r.agreement, "combo_agreement": r.combo_agreement,
@@ -342,7 +380,8 @@ class Replay:
 
 def replay(spec: SweepSpec, lake_uri: str, *, metrics: Sequence[str] = ("ssim",),
            budgets: Sequence[float] = DEFAULT_BUDGETS, workers: int = 2, rule: EarlyStop | None = None,
-           state_cls: type[SweepState] = SweepState, oracle: Oracle | None = None) -> Replay:
+           state_cls: type[SweepState] = SweepState, oracle: Oracle | None = None,
+           fresh_confirm: bool = False) -> Replay:
     """Replay `spec`'s sweep policy (its `early_stop` section, or `rule`; early stopping
     and pruning switched on when the spec, being exhaustive, had them off) against the
     exhaustive lake at `lake_uri`."""
@@ -366,17 +405,17 @@ def replay(spec: SweepSpec, lake_uri: str, *, metrics: Sequence[str] = ("ssim",)
                               f"{sum(len(list(p.points())) for p in plans)} points have no screen row")
             continue
         for metric in metrics:
-            pol = replay_config(plans, oracle, metric, sorted(budgets), rule, workers, state_cls)
-            exh = exhaustive_config(plans, oracle, metric, sorted(budgets))
+            pol = replay_config(plans, oracle, metric, sorted(budgets), rule, workers, state_cls, fresh_confirm)
+            exh = exhaustive_config(plans, oracle, metric, sorted(budgets), fresh_confirm)
             combo_agreement = {c: [agree(a, b) for a, b in zip(pol.combo_bounds[c], bs, strict=True)]
                                for c, bs in exh.combo_bounds.items()}
             results.append(ConfigResult(config_name(cid), metric, pol, exh,
                                         [agree(a, b) for a, b in zip(pol.bounds, exh.bounds, strict=True)],
-                                        combo_agreement, pruning_floor(plans, oracle, metric, budgets, exh)))
+                                        combo_agreement, pruning_floor(plans, oracle, metric, budgets, exh, rule)))
     if not results:
         raise ReplayError(f"no config of {spec.name} is complete in {lake_uri} ({'; '.join(incomplete)}): "
                           "replay needs an exhaustive lake (early_stop: {enabled: false, prune: false})")
-    return Replay(results, incomplete, oracle.quality_share, oracle.confirm_ratio, workers, rule)
+    return Replay(results, incomplete, oracle.quality_share, oracle.confirm_ratio, workers, rule, fresh_confirm)
 
 
 def _bound_text(b: Bound) -> str:
@@ -388,7 +427,9 @@ def _bound_text(b: Bound) -> str:
 
 def markdown(r: Replay) -> str:
     rule = ", ".join(f"{k}={v}" for k, v in asdict(r.rule).items())
-    lines = [f"Policy: `SweepState` on {r.workers} simulated device(s), early_stop: {rule}. "
+    confirm = "measured afresh" if r.fresh_confirm else "topping up their screens"
+    lines = [f"Policy: `SweepState` on {r.workers} simulated device(s), early_stop: {rule}; "
+             f"confirmations {confirm} (both sides). "
              f"Quality share of a screen trial's seconds (estimated from rows): {r.quality_share:.2f}; "
              f"confirm/screen seconds, for points the lake never confirmed: {r.confirm_ratio:.2f}.", "",
              "| config | metric | budget | exhaustive bound | policy bound | agree | per-combo bounds agree |"
@@ -436,6 +477,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-stop", action="store_true", help="replay without early stopping")
     ap.add_argument("--no-prune", action="store_true", help="replay without pruning")
     ap.add_argument("--no-speculate", action="store_true", help="replay without speculation")
+    ap.add_argument("--time-over-budget", action="store_true",
+                    help="time points whose loss is over every budget (the policy before issue 15)")
+    ap.add_argument("--fresh-confirm", action="store_true",
+                    help="confirmations measure everything afresh (the policy before issue 15)")
     ap.add_argument("--json", help="also write the full result here")
     args = ap.parse_args(argv)
     try:
@@ -445,12 +490,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         rule = replace(spec.early_stop, enabled=not args.no_stop, prune=not args.no_prune)
         if args.no_speculate:
             rule = replace(rule, speculate=False)
+        if args.time_over_budget:
+            rule = replace(rule, time_over_budget=True)
         if args.margin is not None:
             rule = replace(rule, margin=args.margin)
         if args.min_prompts is not None:
             rule = replace(rule, min_prompts=args.min_prompts)
         r = replay(spec, args.lake, metrics=args.metric or ["ssim"], budgets=args.budgets, workers=args.workers,
-                   rule=rule)
+                   rule=rule, fresh_confirm=args.fresh_confirm)
     except (ReplayError, SpecError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

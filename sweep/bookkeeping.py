@@ -20,7 +20,7 @@ from typing import Any
 
 from sweep.catalog import PipelineConfig, config_dict, trial_key
 from sweep.lake import params_json
-from sweep.lake_schema import FAILED, OK, PRUNED, STOPPED
+from sweep.lake_schema import FAILED, OK, PRUNED, SCREEN, STOPPED
 from sweep.pruning import Outcome, SweepState, Task
 from sweep.spec import SweepSpec
 
@@ -63,8 +63,16 @@ class SweepContext:
         return row
 
 
+# A screen row's columns that a confirmation of its point reuses (`Outcome.reuse`).
+REUSE_COLUMNS = {"prompt_quality_json": "prompt_quality", "pair_times_json": "pair_times"}
+
+
 def outcome_of(row: Mapping[str, Any], metric: str) -> Outcome:
-    return Outcome(row["status"], row.get(f"quality_loss_{metric}"), row.get("speedup"))
+    reuse = None
+    if row.get("status") == OK and row.get("phase") == SCREEN:
+        reuse = {name: (json.loads(row[col]) if name == "pair_times" else row[col])
+                 for col, name in REUSE_COLUMNS.items() if row.get(col)} or None
+    return Outcome(row["status"], row.get(f"quality_loss_{metric}"), row.get("speedup"), reuse)
 
 
 def error_text(err: BaseException) -> str:

@@ -43,6 +43,7 @@ from typing import Any
 import typer
 
 from sweep.bookkeeping import (
+    REUSE_COLUMNS,
     LakeWriteError,
     Progress,
     SweepContext,
@@ -75,7 +76,8 @@ def stored_outcomes(lake: LakeReader, metric: str, retry_failed: bool = True,
     With `retry_failed`, ``failed`` rows are no verdict: they are left out, so their
     keys (and failed confirmations) run again; `failed`, when given, collects the keys
     of those rows."""
-    cols = ["trial_key", "phase", "status", f"quality_loss_{metric}", "speedup", "finished_at", "started_at"]
+    cols = ["trial_key", "phase", "status", f"quality_loss_{metric}", "speedup", "finished_at", "started_at",
+            *REUSE_COLUMNS]
     phases: dict[str, set[str]] = {}
     picked: dict[str, dict[str, Any]] = {}
     for row in lake.trial_columns(cols):

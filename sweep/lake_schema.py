@@ -143,6 +143,12 @@ def trial_schema(methods: Methods = METHODS) -> pa.Schema:
         ("quality_seconds", pa.float64()),    # the quality prompts (both images, metrics)
         ("timing_seconds", pa.float64()),     # compute ratio and timing pairs; 0 when stopped
         ("prompt_losses_json", pa.string()),  # {"ssim": [...], "clip": [...], "judge": [...]}, prompt order
+        # What a confirmation reuses from its screen (`TrialSession.sweep_trial`): each
+        # prompt's measurements and the timed pairs; and, on a confirm row, how many of
+        # its pairs came from the screen (0 or null: none, all measured afresh).
+        ("prompt_quality_json", pa.string()),  # [{"prompt", "seed", "ssim", "psnr", "clip_score", ...}]
+        ("pair_times_json", pa.string()),      # {"baseline": [s, ...], "accel": [s, ...]}, pair order
+        ("pairs_reused", pa.int32()),
     ])
 
 

@@ -31,13 +31,14 @@ needs no GPU, and is what the tests check.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import math
 import platform
 import re
 import socket
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -229,6 +230,7 @@ class SpeedResult:
     pairs_stop: str = "cap"
     baseline_peak_mem_bytes: int | None = None
     accel_peak_mem_bytes: int | None = None
+    reused: int = 0  # leading pairs taken from an earlier measurement (`measure_pairs(prior=)`)
 
     @property
     def ratios(self) -> list[float]:
@@ -268,6 +270,8 @@ class SpeedResult:
             "pairs_stop": self.pairs_stop,
             "baseline_peak_mem_bytes": self.baseline_peak_mem_bytes,
             "accel_peak_mem_bytes": self.accel_peak_mem_bytes,
+            "pair_times_json": json.dumps({"baseline": self.baseline_times, "accel": self.accel_times}),
+            "pairs_reused": self.reused,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -284,6 +288,7 @@ def measure_pairs(
     target_halfwidth: float = DEFAULT_TARGET_HALFWIDTH,
     warmup: int = 1,
     on_pair: Callable[[SpeedResult], None] | None = None,
+    prior: Mapping[str, Sequence[float]] | None = None,
 ) -> SpeedResult:
     """Time `run_baseline` against `run_accel` in interleaved pairs until the speedup's
     95% interval is tight enough (see the module docstring).
@@ -291,6 +296,12 @@ def measure_pairs(
     `warmup` untimed calls of each come first (compilation, cuDNN autotuning, allocator
     growth); the first of them also records each side's peak memory. `on_pair` is
     called with the running result after every pair.
+
+    `prior` ({"baseline": [...], "accel": [...]}, as a row's ``pair_times_json``) are
+    pairs already timed of the same two calls on the same kind of device: they count
+    towards `min_pairs`, `max_pairs` and the interval, so a confirmation tops up its
+    screen instead of starting over. Each pair's ratio is taken within the pair, so
+    pairs from another process on another GPU of the same kind pool honestly.
     """
     if min_pairs < 2:
         raise ValueError(f"min_pairs={min_pairs}: an interval needs at least 2 pairs")
@@ -299,6 +310,13 @@ def measure_pairs(
     if not target_halfwidth > 0:
         raise ValueError(f"target_halfwidth={target_halfwidth} must be positive, e.g. 0.03")
     result = SpeedResult()
+    if prior is not None:
+        base, accel = [float(x) for x in prior["baseline"]], [float(x) for x in prior["accel"]]
+        if len(base) != len(accel) or not all(x > 0 for x in base + accel):
+            raise ValueError(f"prior pairs {len(base)} baseline / {len(accel)} accelerated times: give as many "
+                             "of each, all positive (a row's pair_times_json)")
+        result.baseline_times, result.accel_times = base[:max_pairs], accel[:max_pairs]
+        result.reused = len(result.accel_times)
     for i in range(max(warmup, 1)):
         if i == 0:
             result.baseline_peak_mem_bytes = peak_memory(run_baseline, device)
@@ -306,7 +324,7 @@ def measure_pairs(
         else:
             run_baseline()
             run_accel()
-    for i in range(max_pairs):
+    for i in range(result.reused, max_pairs):
         if i % 2 == 0:
             b = timed(run_baseline, device)
             a = timed(run_accel, device)

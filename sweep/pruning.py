@@ -5,8 +5,9 @@ Two mechanisms, both driven by the largest quality budget (a point over it can d
 no bound):
 
 * **Stopping** (`clearly_over`): a trial evaluates its prompts one at a time; once the
-  running quality loss is clearly over the largest budget, it ends before its speed is
-  measured and lands as a ``stopped`` row.
+  running quality loss is clearly over the largest budget, or its loss over all prompts
+  is over it at all, it ends before its speed is measured and lands as a ``stopped``
+  row.
 * **Pruning** (`dominates`): `catalog.ParamSpec.faster` says in which direction each
   parameter gets faster and lossier. A point at least as aggressive in every parameter
   as a point already over budget is assumed over budget too; it is never run and lands
@@ -25,7 +26,9 @@ keeps workers on the pipeline they hold. Only then does a worker move on to the 
 config (and load its pipeline).
 
 Once a lattice is done, its bound-deciding points (for each budget, the fastest point
-within it) are queued for confirmation with more timing pairs.
+within it) are queued for confirmation with more timing pairs. A confirmation tops up its
+screen (`Task.reuse`): the screen's pairs count towards its own, and its quality is the
+screen's once one prompt, measured again, agrees.
 """
 
 from __future__ import annotations
@@ -43,19 +46,27 @@ from sweep.spec import ComboPlan, EarlyStop
 # ------------------------------------------------------------------------ stopping
 
 
-def clearly_over(losses: list[float], budgets: Iterable[float], rule: EarlyStop) -> bool:
+def clearly_over(losses: list[float], budgets: Iterable[float], rule: EarlyStop, total: int | None = None) -> bool:
     """True once the quality loss so far is clearly over every budget.
 
     "Clearly": the running mean minus two standard errors (the mean alone after one
     prompt) exceeds the largest budget by the relative `rule.margin`. Prompts differ a
     lot in how much an acceleration hurts them, so one bad prompt alone must be far
     over budget to end a trial.
+
+    Once all `total` prompts are in, the mean is the point's loss itself, not an
+    estimate: over the largest budget, the point can be no bound, and timing it would
+    only draw it on the Pareto front, so it stops unless `rule.time_over_budget`.
     """
-    if not rule.enabled or len(losses) < rule.min_prompts or not losses:
+    if not rule.enabled or not losses:
         return False
-    limit = max(budgets) * (1.0 + rule.margin)
     n = len(losses)
     mean = sum(losses) / n
+    if total is not None and n >= total and not rule.time_over_budget:
+        return mean > max(budgets)
+    if n < rule.min_prompts:
+        return False
+    limit = max(budgets) * (1.0 + rule.margin)
     if n == 1:
         return mean > limit
     var = sum((x - mean) ** 2 for x in losses) / (n - 1)
@@ -117,6 +128,8 @@ class Task:
     acc: Acceleration
     key: str
     lattice: int
+    # A confirmation's: what its screen measured, which it tops up (`Outcome.reuse`).
+    reuse: dict[str, Any] | None = None
 
 
 @dataclass
@@ -126,6 +139,9 @@ class Outcome:
     status: str
     loss: float | None = None
     speedup: float | None = None
+    # The screen's per-prompt quality and timed pairs (the row's ``prompt_quality_json``
+    # and ``pair_times_json``), which a confirmation of the point reuses.
+    reuse: dict[str, Any] | None = None
 
 
 @dataclass
@@ -270,7 +286,8 @@ class SweepState:
         return None
 
     def _task(self, lat: Lattice, i: int, phase: str) -> Task:
-        task = Task(self._next_id, phase, lat.config, lat.points[i], lat.keys[i], lat.index)
+        reuse = lat.outcomes[i].reuse if phase == CONFIRM and i in lat.outcomes else None
+        task = Task(self._next_id, phase, lat.config, lat.points[i], lat.keys[i], lat.index, reuse)
         self._next_id += 1
         self.tasks[task.id] = task
         return task

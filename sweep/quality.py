@@ -23,6 +23,7 @@ prompt and stop a hopeless point early; `QualitySummary` averages over the promp
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -213,7 +214,13 @@ class QualitySummary:
             "n_prompts": self.n_prompts,
             "clip_model": self.clip_model,
             "judge_model": self.judge_model,
+            "prompt_quality_json": json.dumps([asdict(p) for p in self.prompts]),
         }
+
+    @classmethod
+    def from_json(cls, text: str, clip_model: str | None = None, judge_model: str | None = None) -> QualitySummary:
+        """The summary a row's ``prompt_quality_json`` was written from."""
+        return cls([PromptQuality(**p) for p in json.loads(text)], clip_model, judge_model)
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.row(), "per_prompt": [asdict(p) for p in self.prompts]}

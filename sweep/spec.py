@@ -168,7 +168,9 @@ class EarlyStop:
 
     A trial stops once the lower end of its running quality loss (mean minus two
     standard errors; the mean alone after one prompt) exceeds the largest budget by
-    `margin` (relative: 0.5 means 1.5x the largest budget), after `min_prompts`.
+    `margin` (relative: 0.5 means 1.5x the largest budget), after `min_prompts`. After
+    its last prompt the loss is no estimate but the measurement, so it stops (untimed)
+    whenever that is over the largest budget, unless `time_over_budget`.
     """
 
     enabled: bool = True
@@ -178,6 +180,10 @@ class EarlyStop:
     # Rather than idle a GPU, run a point whose less aggressive neighbours are still
     # running (pruning might have skipped it): see `sweep.pruning`.
     speculate: bool = True
+    # A point whose loss, over all its prompts, is over the largest budget can be no
+    # bound, so by default it is not timed (a `stopped` row). True times it anyway: its
+    # speed then shows on the Pareto front, at the cost of the timing pairs.
+    time_over_budget: bool = False
 
 
 @dataclass(frozen=True)
@@ -286,7 +292,8 @@ class SweepSpec:
                         "ci_target": self.measure.ci_target, "count_flops": self.measure.count_flops},
             "early_stop": {"enabled": self.early_stop.enabled, "prune": self.early_stop.prune,
                            "min_prompts": self.early_stop.min_prompts, "margin": self.early_stop.margin,
-                           "speculate": self.early_stop.speculate},
+                           "speculate": self.early_stop.speculate,
+                           "time_over_budget": self.early_stop.time_over_budget},
             "clip_model": self.clip_model,
             "judge_model": self.judge_model,
         })
@@ -674,7 +681,7 @@ def _parse_measure(top: Mapping[str, Any], errs: _Errors) -> Measure:
 def _parse_early_stop(top: Mapping[str, Any], errs: _Errors) -> EarlyStop:
     d = EarlyStop()
     es = _check_keys(top.get("early_stop", {}), _keys_of(EarlyStop), "early_stop", errs)
-    for flag in ("enabled", "prune", "speculate"):
+    for flag in ("enabled", "prune", "speculate", "time_over_budget"):
         if flag in es and not isinstance(es[flag], bool):
             errs.add(f"early_stop.{flag}", f"{es[flag]!r} is not true/false")
     margin = _number(es.get("margin", d.margin), "early_stop.margin", errs, low=0.0)
@@ -684,6 +691,7 @@ def _parse_early_stop(top: Mapping[str, Any], errs: _Errors) -> EarlyStop:
         or d.min_prompts,
         margin=d.margin if margin is None else margin,
         speculate=bool(es.get("speculate", d.speculate)),
+        time_over_budget=bool(es.get("time_over_budget", d.time_over_budget)),
     )
 
 

@@ -51,6 +51,7 @@ import collections
 import dataclasses
 import gc
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
@@ -60,6 +61,8 @@ from sweep import catalog, lake_schema, measure, methods, pipelines
 from sweep import prompts as prompt_sets
 from sweep.catalog import Acceleration, PipelineConfig
 from sweep.quality import ClipScorer, JudgeScorer, PromptQuality, QualitySummary, ssim_psnr
+
+log = logging.getLogger("diffaccel.trial")
 
 Progress = Callable[[str], None]
 
@@ -270,6 +273,26 @@ class TrialSession:
             self._progress(f"quality {acc.tag}: prompt {i}/{len(prompts)} ssim={summary.prompts[-1].ssim:.4f}")
             yield summary
 
+    def reused_quality(self, acc: Acceleration, prompts: Sequence[str], seeds: Sequence[int],
+                       prior: str) -> QualitySummary:
+        """The quality a confirmation reports: its screen's (`prior`, a row's
+        ``prompt_quality_json``), once the first prompt, measured again, agrees with it.
+        The same seeds on the same kind of device give the same images, so the other
+        prompts need not run again; if the first disagrees (a method that draws random
+        numbers of its own, say), every prompt is measured afresh."""
+        old = QualitySummary.from_json(prior, self.clip_model, self.judge_model)
+        if [(p.prompt, p.seed) for p in old.prompts] != [(p, int(s)) for p, s in zip(prompts, seeds, strict=True)]:
+            return self.quality(acc, prompts, seeds)  # measured on other prompts: nothing to reuse
+        self.validate(acc)
+        first = self.prompt_quality(acc, prompts[0], seeds[0])
+        if all(_same_loss(first.loss(m), old.prompts[0].loss(m)) for m in lake_schema.BUDGET_METRICS):
+            self._progress(f"quality {acc.tag}: prompt 1 agrees with the screen; its other prompts reused")
+            return QualitySummary([first, *old.prompts[1:]], self.clip_model, self.judge_model)
+        log.warning("%s: prompt 1 measured %s now and %s at screening: every prompt is measured again",
+                    acc.tag, first.loss("ssim"), old.prompts[0].loss("ssim"))
+        rest = [self.prompt_quality(acc, p, s) for p, s in zip(prompts[1:], seeds[1:], strict=True)]
+        return QualitySummary([first, *rest], self.clip_model, self.judge_model)
+
     def quality(self, acc: Acceleration, prompts: Sequence[str],
                 seeds: Sequence[int] | None = None) -> QualitySummary:
         # Run the iterator to the end and keep its last (complete) summary.
@@ -283,8 +306,10 @@ class TrialSession:
     def speed(self, acc: Acceleration, *, prompt: str | None = None, seed: int = 0,
               min_pairs: int = measure.DEFAULT_MIN_PAIRS, max_pairs: int = measure.DEFAULT_MAX_PAIRS,
               target_halfwidth: float = measure.DEFAULT_TARGET_HALFWIDTH, warmup: int = 1,
-              on_pair: Callable[[measure.SpeedResult], None] | None = None) -> measure.SpeedResult:
-        """Latency of baseline vs `acc` in interleaved pairs (see `sweep.measure`)."""
+              on_pair: Callable[[measure.SpeedResult], None] | None = None,
+              prior: Mapping[str, Sequence[float]] | None = None) -> measure.SpeedResult:
+        """Latency of baseline vs `acc` in interleaved pairs (see `sweep.measure`);
+        `prior` pairs of an earlier measurement count towards them."""
         prompt = self._speed_prompt(prompt)
         applied = self.accelerate(acc)
         kwargs = self.generation_kwargs()
@@ -305,7 +330,7 @@ class TrialSession:
                        f"(stops once the speedup's 95% CI is within ±{target_halfwidth:.0%})")
         result = measure.measure_pairs(run_baseline, run_accel, device=self.device, min_pairs=min_pairs,
                                        max_pairs=max_pairs, target_halfwidth=target_halfwidth,
-                                       warmup=warmup, on_pair=report)
+                                       warmup=warmup, on_pair=report, prior=prior)
         self._baseline_times.extend(result.baseline_times)
         if result.baseline_peak_mem_bytes is not None:
             self._baseline_peak = max(self._baseline_peak or 0, result.baseline_peak_mem_bytes)
@@ -478,6 +503,7 @@ class TrialSession:
         sweep_id: str | None = None,
         on_prompt: Callable[[int, float], None] | None = None,
         key_inputs: Mapping[str, Any] | None = None,
+        reuse: Mapping[str, Any] | None = None,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """One trial of a sweep, screen or confirm: (its lake row, timing figures).
 
@@ -488,23 +514,35 @@ class TrialSession:
         always, on confirmation, never) and their speed: a fixed ``screen_pairs`` when
         screening; at least ``confirm_pairs`` and up to three times that, until
         ``ci_target``, when confirming. `settings` is `spec.Measure` as a dict.
+
+        A confirmation tops up its screen: `reuse` holds the screen row's
+        ``prompt_quality_json`` and ``pair_times_json``. Its quality is the screen's once
+        the first prompt, measured again, agrees (`reused_quality`), and the screen's
+        pairs count towards its own (`measure.measure_pairs(prior=)`).
         """
 
         started = measure.utc_now()
         t0 = time.monotonic()
         busy0 = self.pipeline_seconds
         confirm = phase == lake_schema.CONFIRM
+        reuse = (reuse or {}) if confirm else {}
         summary, status, stop_reason, done = None, lake_schema.OK, None, 0
-        for summary in self.iter_quality(acc, prompts, seeds):
+        if reuse.get("prompt_quality"):
+            summary = self.reused_quality(acc, prompts, seeds, reuse["prompt_quality"])
             done = summary.n_prompts
-            losses = [p.loss(metric) for p in summary.prompts]
-            if done < len(prompts) and on_prompt is not None:
-                on_prompt(done, summary.loss(metric))
-            if not confirm and clearly_over(losses):
-                status = lake_schema.STOPPED
-                stop_reason = (f"quality loss ({metric}) {summary.loss(metric):.4f} after {done} of "
-                               f"{len(prompts)} prompt(s) is clearly over every budget (max {max(budgets):g})")
-                break
+        else:
+            for summary in self.iter_quality(acc, prompts, seeds):
+                done = summary.n_prompts
+                losses = [p.loss(metric) for p in summary.prompts]
+                if done < len(prompts) and on_prompt is not None:
+                    on_prompt(done, summary.loss(metric))
+                if not confirm and clearly_over(losses):
+                    status = lake_schema.STOPPED
+                    how = ("over every budget: no bound, so not timed" if done == len(prompts)
+                           else "clearly over every budget")
+                    stop_reason = (f"quality loss ({metric}) {summary.loss(metric):.4f} after {done} of "
+                                   f"{len(prompts)} prompt(s) is {how} (max {max(budgets):g})")
+                    break
         quality_s = time.monotonic() - t0
         timed_s, ratio, speed = 0.0, None, None
         if status == lake_schema.OK:
@@ -512,7 +550,7 @@ class TrialSession:
                 ratio = self.compute_ratio(acc, prompt=prompts[0], seed=seeds[0])
             n = settings["confirm_pairs" if confirm else "screen_pairs"]
             speed = self.speed(acc, prompt=prompts[0], seed=seeds[0], target_halfwidth=settings["ci_target"],
-                               min_pairs=n, max_pairs=3 * n if confirm else n)
+                               min_pairs=n, max_pairs=3 * n if confirm else n, prior=reuse.get("pair_times"))
             timed_s = sum(speed.baseline_times) + sum(speed.accel_times)
         inference_s = time.monotonic() - t0
         self.release()
@@ -526,6 +564,13 @@ class TrialSession:
                 {m: [p.loss(m) for p in summary.prompts] for m in lake_schema.BUDGET_METRICS})
         return row, {"prompts_done": done, "timed_seconds": timed_s, "inference_seconds": inference_s,
                      "pipeline_seconds": self.pipeline_seconds - busy0}
+
+
+def _same_loss(a: float | None, b: float | None) -> bool:
+    """Equal up to the float noise of one recomputation (both unmeasured counts)."""
+    if a is None or b is None:
+        return a is None and b is None
+    return abs(a - b) <= 1e-4 + 1e-3 * abs(b)
 
 
 def _complete(row: dict[str, Any], schema) -> dict[str, Any]:

@@ -51,7 +51,7 @@ class PlanSearcher(Searcher):
             return self.FINISHED if self.state.finished else None
         self.sink.tasks[trial_id] = task
         return {"task_id": task.id, "phase": task.phase, "config": config_dict(task.config),
-                "combo": task.acc.combo, "params": task.acc.params, "key": task.key}
+                "combo": task.acc.combo, "params": task.acc.params, "key": task.key, "reuse": task.reuse}
 
     def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
         # Bookkeeping happens in `LakeSink`, which also sees the trial's error.

@@ -96,7 +96,8 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     rule, budgets = EarlyStop(**settings["early_stop"]), settings["budgets"]
     row, stats = session.sweep_trial(
         acc, prompts, seeds, phase=config["phase"], metric=settings["metric"], budgets=budgets,
-        clearly_over=lambda losses: clearly_over(losses, budgets, rule), settings=settings["measure"],
+        clearly_over=lambda losses: clearly_over(losses, budgets, rule, total=len(prompts)),
+        settings=settings["measure"], reuse=config.get("reuse"),
         sweep_id=settings["sweep_id"], key_inputs=settings["key_inputs"],  # the driver's, as it keys
         on_prompt=lambda done, loss: tune.report({"prompts_done": done, "loss": loss, **common}))
     report = {"row_json": json.dumps(row, default=str), **stats, **common, "trial_seconds": time.monotonic() - t0}

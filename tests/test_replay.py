@@ -4,6 +4,7 @@ model: the sweep's own `SweepState` replayed with the lake as the oracle."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -38,8 +39,7 @@ def test_policy_finds_the_exhaustive_bounds_for_less(result):
         assert set(r.combo_agreement) == {"deepcache", "tgate", "tome", "deepcache+tgate", "deepcache+tome",
                                           "tgate+tome", "deepcache+tgate+tome"}
         assert all(all(v) for v in r.combo_agreement.values()), table
-        # No trial stops at the spec's margin, so nothing can beat a clairvoyant pruner.
-        assert not r.policy.counts.get("screen_stopped"), table
+        # Nothing beats a clairvoyant pruner that also leaves over-budget points untimed.
         assert r.policy.seconds >= r.floor - 1e-9, table
         assert r.policy.seconds <= r.exhaustive.seconds + 1e-9, table
         assert [b.budget for b in r.policy.bounds] == [0.01, 0.02, 0.05]
@@ -48,13 +48,17 @@ def test_policy_finds_the_exhaustive_bounds_for_less(result):
     ssim = [r for r in result.results if r.metric == "ssim"]
     assert all(r.policy.counts.get("screen_pruned", 0) >= 1 for r in ssim), table
     assert all(r.policy.seconds < r.exhaustive.seconds for r in ssim), table
+    # Points over 0.05 after all their prompts (DeepCache interval 3 and up) stop untimed.
+    assert all(r.policy.counts.get("screen_stopped", 0) >= 1 for r in ssim), table
     # Euler 25 (one point) and the 50-step configs are not in the lake yet.
     assert any("euler 25" in s for s in result.incomplete)
 
 
-def test_exhaustive_cost_is_the_lakes_own_seconds(result):
-    """On SSIM the exhaustive side confirms exactly the points the map confirmed, so its
-    cost must equal the lake's gpu_seconds for that config, summed independently."""
+def test_exhaustive_cost_is_the_lakes_own_seconds(spec):
+    """On SSIM the exhaustive side confirms exactly the points the map confirmed, so,
+    confirmations measured afresh as the map's were, its cost must equal the lake's
+    gpu_seconds for that config, summed independently."""
+    result = replay(spec, LAKE, metrics=("ssim",), fresh_confirm=True)
     total = 0.0
     for f in (Path(LAKE) / "trials" / "model=shapes").rglob("*.parquet"):
         t = pq.read_table(f, columns=["scheduler", "steps", "status", "gpu_seconds"]).to_pylist()
@@ -62,6 +66,19 @@ def test_exhaustive_cost_is_the_lakes_own_seconds(result):
     (ddim,) = [r for r in result.results if r.metric == "ssim" and " ddim " in f" {r.config} "]
     assert ddim.exhaustive.seconds == pytest.approx(total)
     assert not any(t.estimated for t in ddim.exhaustive.trials)
+
+
+def test_the_earlier_policy_spends_more_for_the_same_bounds(spec, result):
+    """Before issue 15: over-budget points timed, confirmations measured afresh. The
+    bounds are the same either way; the cost is not."""
+    rule = replace(spec.early_stop, enabled=True, prune=True, time_over_budget=True)
+    before = replay(spec, LAKE, metrics=("ssim", "judge"), rule=rule, fresh_confirm=True)
+    for old, new in zip(before.results, result.results, strict=True):
+        assert [b.tag for b in old.policy.bounds] == [b.tag for b in new.policy.bounds]
+        assert new.policy.seconds < old.policy.seconds, (markdown(before), markdown(result))
+        assert new.exhaustive.seconds < old.exhaustive.seconds  # topping up saves on both sides
+        assert not old.policy.counts.get("screen_stopped")  # margin 0.5: nothing clearly over
+    assert "measured afresh" in markdown(before) and "topping up" in markdown(result)
 
 
 def test_replay_is_deterministic(spec, result):
@@ -79,7 +96,7 @@ class PrunesEverything(SweepState):
 def test_a_broken_policy_is_caught(spec):
     broken = replay(spec, LAKE, metrics=("ssim",), state_cls=PrunesEverything)
     assert any(not all(r.agreement) for r in broken.results), markdown(broken)
-    assert all(r.policy.seconds < r.floor for r in broken.results), markdown(broken)
+    assert any(r.policy.seconds < r.floor for r in broken.results), markdown(broken)
     assert "**no**" in markdown(broken)
 
 

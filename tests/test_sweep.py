@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 
 import pytest
 from sweep_helpers import baseline_rows, expected_keys, tiny_spec, trial_rows
@@ -35,6 +36,11 @@ def test_tiny_sweep_writes_expected_rows_and_a_rerun_writes_none(local_ray, tmp_
     # The bound-deciding point is confirmed under the same key, final, with more pairs allowed.
     assert len(confirm) == 1 and confirm[0]["final"] is True
     assert confirm[0]["trial_key"] in {r["trial_key"] for r in screen}
+    # It tops up its screen: the screen's two pairs are its first two, its quality the screen's.
+    first = next(r for r in screen if r["trial_key"] == confirm[0]["trial_key"])
+    assert confirm[0]["pairs_reused"] == 2 and confirm[0]["n_pairs"] >= 3
+    assert json.loads(confirm[0]["pair_times_json"])["accel"][:2] == json.loads(first["pair_times_json"])["accel"]
+    assert confirm[0]["quality_loss_ssim"] == pytest.approx(first["quality_loss_ssim"], abs=1e-4)
     # FLOPs are counted for confirmed points only (measure.count_flops: confirm).
     assert all(r["compute_ratio"] is None for r in screen) and 0 < confirm[0]["compute_ratio"] < 1.5
     assert summary.rows_written == len(rows) == 5
