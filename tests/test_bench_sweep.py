@@ -153,3 +153,18 @@ def test_a_used_lake_is_refused_and_kept(tmp_path, capsys):
     assert "exhaustive-1" in err and "fresh lake" in err and len(err.strip().splitlines()) == 1, err
     assert all(h.read_bytes() == b"stored" for h in held)
     assert not (tmp_path / "out" / "bench_sweep.json").exists()
+
+
+def test_policy_side_of_an_exhaustive_map_switches_early_stop_on():
+    """map-shapes.yaml has stopping and pruning off: run as written, the policy run would
+    be the exhaustive grid again, so the bench switches both on and says so."""
+    from sweep.spec import load
+
+    sides = load_bench().sides
+    ex, pol, note = sides(load(REPO / "datasets" / "sweeps" / "map-shapes.yaml"))
+    assert (ex.early_stop.enabled, ex.early_stop.prune) == (False, False)
+    assert (pol.early_stop.enabled, pol.early_stop.prune) == (True, True) and "switches both on" in note
+    default = load(REPO / "datasets" / "sweeps" / "default.yaml")
+    ex, pol, note = sides(default)
+    assert pol is default and note is None and not ex.early_stop.enabled and not ex.early_stop.prune
+    assert ex.early_stop.margin == default.early_stop.margin and ex.combos == default.combos
