@@ -219,15 +219,24 @@ def read_rows(lake: str, metric: str) -> list[dict[str, Any]]:
     return LakeReader(lake).trial_columns([*ROW_COLS, f"quality_loss_{metric}"])
 
 
+def lake_record(lake: str, metric: str, budgets: Sequence[float]) -> dict[str, Any]:
+    """What a lake's rows say about the run(s) that wrote it: counts, device-seconds per
+    config, bounds."""
+    rows = read_rows(lake, metric)
+    per_config: dict[str, float] = {}
+    for r in rows:
+        per_config[config_of(r)] = per_config.get(config_of(r), 0.0) + device_seconds(r)
+    return {"lake": lake, "row_counts": row_counts(rows), "device_seconds": sum(per_config.values()),
+            "device_seconds_per_config": dict(sorted(per_config.items())),
+            "bounds": lake_bounds(rows, metric, budgets)}
+
+
 def run_record(summary, wall: float, lake: str, n: int, kind: str, metric: str,
                budgets: Sequence[float]) -> dict[str, Any]:
     """Everything one run measured: from its summary (Tune's view) and its lake (the rows)."""
     executed = [t for t in summary.trial_seconds if t.get("trial_seconds")]
     fit = summary.fit_wall_s
-    rows = read_rows(lake, metric)
-    per_config: dict[str, float] = {}
-    for r in rows:
-        per_config[config_of(r)] = per_config.get(config_of(r), 0.0) + device_seconds(r)
+    from_rows = lake_record(lake, metric, budgets)
     return {
         "kind": kind, "slots": n, "lake": lake, "wall_s": wall, "fit_wall_s": fit, "counts": summary.counts,
         "trials_run": len(executed),
@@ -236,9 +245,7 @@ def run_record(summary, wall: float, lake: str, n: int, kind: str, metric: str,
         "busy": sum(t.get("inference_seconds") or 0.0 for t in executed) / (n * fit) if fit else None,
         "loads": sum(1 for t in executed if t.get("loaded_pipeline")),
         "load_s": sum(t.get("load_seconds") or 0.0 for t in executed),
-        "row_counts": row_counts(rows),
-        "device_seconds": sum(per_config.values()), "device_seconds_per_config": dict(sorted(per_config.items())),
-        "bounds": lake_bounds(rows, metric, budgets),
+        **from_rows,
         "trials": summary.trial_seconds,
     }
 
@@ -284,6 +291,26 @@ def _bound_text(b: Bound) -> str:
 
 def _num(x: float | None, fmt: str) -> str:
     return "n/a" if x is None else format(x, fmt)
+
+
+def compare(spec_path: str, exhaustive_lake: str, policy_lake: str) -> str:
+    """The side-by-side table of two lakes already written (say, a policy run resumed
+    after a time limit), by the spec's metric and budgets: no run is started."""
+    from sweep.spec import load
+
+    spec = load(spec_path)
+    ex = lake_record(exhaustive_lake, spec.metric, spec.budgets)
+    pol = lake_record(policy_lake, spec.metric, spec.budgets)
+    results = {"is_gpu": True, "device": "(from the lakes' rows)", "spec_name": spec.name, "points": "-",
+               "metric": spec.metric, "budgets": list(spec.budgets),
+               "command": shlex.join(["bench/bench_sweep.py", "--spec", spec_path, "--compare", exhaustive_lake,
+                                      policy_lake]),
+               "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"), "notes": [], "runs": {},
+               "side_by_side": {"policy_run": policy_lake, "exhaustive_run": exhaustive_lake,
+                                **side_by_side(pol, ex, spec.budgets)}}
+    counts = [f"- {name}: " + ", ".join(f"{k} {v}" for k, v in rec["row_counts"].items())
+              for name, rec in (("exhaustive", ex), ("policy", pol))]
+    return markdown(results) + "\nRows:\n\n" + "\n".join(counts) + "\n"
 
 
 def markdown(results: Mapping[str, Any]) -> str:
@@ -363,6 +390,8 @@ def parse_args(argv: Sequence[str] | None):
     ap.add_argument("--policy-gpus", help="GPUs of the policy run (default: the largest of --gpus; 0: skip it)")
     ap.add_argument("--out", type=Path, default=Path("out/bench-sweep"))
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
+    ap.add_argument("--compare", nargs=2, metavar=("EXHAUSTIVE_LAKE", "POLICY_LAKE"),
+                    help="start nothing: print the side-by-side table of two lakes already written (needs --spec)")
     grid = ap.add_argument_group("built-in grids (--grid only)")
     grid.add_argument("--preset", choices=["arch", "tiny"], default="arch")
     grid.add_argument("--steps", type=int, default=25)
@@ -382,6 +411,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sweep.bookkeeping import LakeWriteError
     from sweep.catalog import ConfigError
 
+    if args.compare:
+        if args.spec is None:
+            print("error: --compare needs --spec (its metric and budgets judge the bounds)", file=sys.stderr)
+            return 2
+        try:
+            print(compare(args.spec, *args.compare))
+        except (OSError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
     # Every check before anything starts: a bad flag costs no GPU time.
     try:
         if args.spec is not None and args.grid is not None:

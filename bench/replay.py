@@ -64,7 +64,7 @@ if str(ROOT) not in sys.path:
 from sweep.bookkeeping import resolved  # noqa: E402
 from sweep.catalog import PipelineConfig  # noqa: E402
 from sweep.lake import LakeReader  # noqa: E402
-from sweep.lake_schema import CONFIRM, OK, PRUNED, SCREEN, STOPPED  # noqa: E402
+from sweep.lake_schema import CONFIRM, FAILED, OK, PRUNED, SCREEN, STOPPED  # noqa: E402
 from sweep.pruning import Outcome, SweepState, clearly_over, dominates  # noqa: E402
 from sweep.spec import ComboPlan, EarlyStop, SweepSpec, expand  # noqa: E402
 
@@ -95,18 +95,25 @@ def config_name(cid: tuple) -> str:
 
 @dataclass
 class Oracle:
-    """The lake's answers: per (config, tag) the screen row and the confirm row."""
+    """The lake's answers: per (config, tag) the screen row and the confirm row, and the
+    failed screen rows of points that never measured (a library error is an outcome the
+    policy meets too)."""
 
     screen: dict[tuple, dict[str, Any]]
     confirm: dict[tuple, dict[str, Any]]
     quality_share: float  # of a screen trial's seconds: its quality prompts
     confirm_ratio: float  # confirm seconds / screen seconds, for points never confirmed
+    failed: dict[tuple, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def from_rows(cls, rows: Iterable[Mapping[str, Any]]) -> Oracle:
         screen: dict[tuple, dict[str, Any]] = {}
         confirm: dict[tuple, dict[str, Any]] = {}
+        failed: dict[tuple, dict[str, Any]] = {}
         for r in sorted(rows, key=lambda r: (r["finished_at"] is None, r["finished_at"] or 0)):
+            if r["status"] == FAILED and r["phase"] == SCREEN:
+                failed[(tuple(r[k] for k in CONFIG_COLS), r["tag"])] = dict(r)
+                continue
             if r["status"] != OK or r["gpu_seconds"] is None:
                 continue  # only measured rows answer a replay; the latest of a key wins
             key = (tuple(r[k] for k in CONFIG_COLS), r["tag"])
@@ -125,8 +132,9 @@ class Oracle:
                 q = s["gpu_seconds"] - ps * per_pair
                 shares.append(min(1.0, max(0.0, q / s["gpu_seconds"])))
         # Without any pair of rows to estimate from, assume half (stated in the output).
+        failed = {k: v for k, v in failed.items() if k not in screen}  # a later retry measured it
         return cls(screen, confirm, statistics.median(shares) if shares else 0.5,
-                   statistics.median(ratios) if ratios else 2.0)
+                   statistics.median(ratios) if ratios else 2.0, failed)
 
 
 def read_oracle(lake_uri: str, model: str | None = None) -> Oracle:
@@ -276,6 +284,9 @@ def replay_config(plans: list[ComboPlan], oracle: Oracle, metric: str, budgets: 
                 outcome = None
                 confirmed[task.acc.tag] = oracle.confirm.get(key, oracle.screen[key])
                 trials.append(Trial(task.acc.tag, task.acc.combo, CONFIRM, OK, cost, est))
+            elif key in oracle.failed:
+                outcome, cost = Outcome(FAILED), float(oracle.failed[key]["gpu_seconds"] or 0.0)
+                trials.append(Trial(task.acc.tag, task.acc.combo, SCREEN, FAILED, cost))
             else:
                 row = oracle.screen[key]
                 outcome, cost = _screen_outcome(row, metric, budgets, rule, oracle.quality_share)
@@ -321,7 +332,7 @@ def pruning_floor(plans: list[ComboPlan], oracle: Oracle, metric: str, budgets: 
     untimed = rule.enabled and not rule.time_over_budget
     seconds = sum(t.seconds for t in exhaustive.trials if t.phase == CONFIRM)
     for p in plans:
-        pts = list(p.points())
+        pts = [a for a in p.points() if (cid, a.tag) in oracle.screen]  # failed points cost nothing
         over = [a for a in pts if _loss(oracle.screen[(cid, a.tag)], metric) > limit]
         for a in pts:
             row = oracle.screen[(cid, a.tag)]
@@ -399,7 +410,8 @@ def replay(spec: SweepSpec, lake_uri: str, *, metrics: Sequence[str] = ("ssim",)
         by_config.setdefault(config_id(p.config), []).append(p)
     results, incomplete = [], []
     for cid, plans in by_config.items():
-        missing = [a.tag for p in plans for a in p.points() if (cid, a.tag) not in oracle.screen]
+        missing = [a.tag for p in plans for a in p.points()
+                   if (cid, a.tag) not in oracle.screen and (cid, a.tag) not in oracle.failed]
         if missing:
             incomplete.append(f"{config_name(cid)}: {len(missing)} of "
                               f"{sum(len(list(p.points())) for p in plans)} points have no screen row")
