@@ -281,8 +281,9 @@ def replay_config(plans: list[ComboPlan], oracle: Oracle, metric: str, budgets: 
             key = (cid, task.acc.tag)
             if task.phase == CONFIRM:
                 cost, est = _confirm_cost(oracle, key, fresh_confirm)
-                outcome = None
                 confirmed[task.acc.tag] = oracle.confirm.get(key, oracle.screen[key])
+                # Never confirmed in the lake: its screen's speed stands in (no new evidence).
+                outcome = Outcome(OK, None, confirmed[task.acc.tag]["speedup"])
                 trials.append(Trial(task.acc.tag, task.acc.combo, CONFIRM, OK, cost, est))
             elif key in oracle.failed:
                 outcome, cost = Outcome(FAILED), float(oracle.failed[key]["gpu_seconds"] or 0.0)

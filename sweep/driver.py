@@ -27,6 +27,7 @@ How the pieces fit:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -52,11 +53,11 @@ from sweep.bookkeeping import (
     outcome_of,
     resolved,
 )
-from sweep.bounds import screen_first
+from sweep.bounds import believe_order, screen_first
 from sweep.catalog import ConfigError
 from sweep.exits import fail, interrupted, terminated
 from sweep.lake import LakeError, LakeReader, LakeWriter, lake_warnings_as_lines
-from sweep.lake_schema import FAILED, OK, PRUNED, STOPPED
+from sweep.lake_schema import CONFIRM, FAILED, OK, PRUNED, STOPPED
 from sweep.pruning import Outcome, SweepState
 from sweep.spec import DEFAULT_MAX_POINTS, Plan, SweepSpec, expand, load, trial_inputs
 
@@ -80,6 +81,7 @@ def stored_outcomes(lake: LakeReader, metric: str, retry_failed: bool = True,
             *REUSE_COLUMNS]
     phases: dict[str, set[str]] = {}
     picked: dict[str, dict[str, Any]] = {}
+    confirmed: dict[str, dict[str, Any]] = {}  # the latest measured confirm row of a key
     for row in lake.trial_columns(cols):
         if retry_failed and row["status"] == FAILED:
             if failed is not None:
@@ -89,7 +91,16 @@ def stored_outcomes(lake: LakeReader, metric: str, retry_failed: bool = True,
         phases.setdefault(key, set()).add(row["phase"])
         if screen_first(picked.get(key), row):
             picked[key] = row
-    return {key: (phases[key], outcome_of(row, metric)) for key, row in picked.items()}
+        if row["phase"] == CONFIRM and row["status"] == OK and row.get("speedup") is not None \
+                and (key not in confirmed or believe_order(row) < believe_order(confirmed[key])):
+            confirmed[key] = row
+    out = {}
+    for key, row in picked.items():
+        outcome = outcome_of(row, metric)
+        if key in confirmed:  # the speed readers believe, which decides what else to confirm
+            outcome = dataclasses.replace(outcome, speedup=confirmed[key]["speedup"])
+        out[key] = (phases[key], outcome)
+    return out
 
 
 # ------------------------------------------------------------------------- Ray side

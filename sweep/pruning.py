@@ -26,7 +26,10 @@ keeps workers on the pipeline they hold. Only then does a worker move on to the 
 config (and load its pipeline).
 
 Once a lattice is done, its bound-deciding points (for each budget, the fastest point
-within it) are queued for confirmation with more timing pairs. A confirmation tops up its
+within it) are queued for confirmation with more timing pairs. A confirmation replaces
+its point's screened speed; if that drops it below another point within the budget (a
+screen's few pairs flatter as often as not), that point is confirmed next, until every
+budget's bound is a confirmed point. A confirmation tops up its
 screen (`Task.reuse`): the screen's pairs count towards its own, and its quality is the
 screen's once one prompt, measured again, agrees.
 """
@@ -35,7 +38,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sweep.bounds import best_point
@@ -345,6 +348,11 @@ class SweepState:
         if task.phase == CONFIRM:
             lat.confirm_running.discard(i)
             lat.confirm_done.add(i)
+            if outcome.status == OK and outcome.speedup is not None and i in lat.outcomes:
+                # The confirmed speed is the one readers believe; a point screened faster
+                # by luck may drop below another, which then decides the bound instead.
+                lat.outcomes[i] = replace(lat.outcomes[i], speedup=outcome.speedup)
+                self._confirm_new_bounds(lat)
             return
         lat.running.discard(i)
         lat.speculative.discard(i)
@@ -363,6 +371,16 @@ class SweepState:
         for i in self.bound_points(lat):
             self.confirm_total += 1
             if i not in lat.confirm_done:
+                lat.confirm_queue.append(i)
+
+    def _confirm_new_bounds(self, lat: Lattice) -> None:
+        """Queue every bound point not yet confirmed or queued: until each budget's bound
+        is a confirmed point (each point is confirmed once, so this ends)."""
+        if not lat.confirm_planned:
+            return
+        for i in self.bound_points(lat):
+            if i not in lat.confirm_done and i not in lat.confirm_queue and i not in lat.confirm_running:
+                self.confirm_total += 1
                 lat.confirm_queue.append(i)
 
     def bound_points(self, lat: Lattice) -> list[int]:

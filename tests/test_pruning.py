@@ -154,3 +154,28 @@ def test_stored_outcomes_are_skipped_and_still_prune():
     screened = {t for p, t in ran if p == SCREEN}
     assert screened == {"DC3B1", "DC4B1"}
     assert {task.acc.tag for task, _ in state.pruned} == {"DC3B0", "DC4B0"}
+
+
+def test_a_confirmation_that_drops_below_another_point_confirms_that_point_too():
+    """Screened speeds flatter by luck: once DC4B1's confirmation comes in below DC3B1's
+    screened speed, DC3B1 decides the 0.05 bound and is confirmed in turn, until each
+    budget's bound is a confirmed point."""
+    state = _state()
+    confirmed_at = {"DC4B1": 2.0, "DC3B1": 3.5}  # DC4B1 screened at 4.96, DC3B1 at 3.97
+    ran = []
+    while not state.finished:
+        task = state.next_task()
+        assert task is not None, "nothing ready while nothing runs"
+        ran.append((task.phase, task.acc.tag))
+        loss = _loss(task.acc)
+        speed = confirmed_at.get(task.acc.tag, 1.5) if task.phase == CONFIRM else \
+            1.0 + task.acc.params["cache_interval"] - loss
+        state.complete(task, Outcome(OK, loss, speed))
+    confirms = [t for p, t in ran if p == CONFIRM]
+    assert confirms == ["DC2B1", "DC4B1", "DC3B1"]
+    c = state.counts()
+    assert c["confirm_total"] == c["confirm_done"] == 3
+    lat = state.lattices[0]
+    bounds = [lat.points[i].tag for i in state.bound_points(lat)]
+    assert bounds == ["DC2B1", "DC3B1"] and all(lat.where[lat.keys[i]] in lat.confirm_done
+                                                for i in state.bound_points(lat))
