@@ -33,20 +33,28 @@ def test_tiny_sweep_writes_expected_rows_and_a_rerun_writes_none(local_ray, tmp_
     assert {r["trial_key"] for r in screen} == expected_keys(spec)
     assert len(screen) == 4 and all(r["status"] == OK and r["final"] is False for r in screen)
     assert all(r["speedup"] > 0 and r["n_pairs"] == 2 and r["n_prompts"] == 2 for r in screen)
-    # The bound-deciding point is confirmed under the same key, final, with more pairs allowed.
-    assert len(confirm) == 1 and confirm[0]["final"] is True
-    assert confirm[0]["trial_key"] in {r["trial_key"] for r in screen}
-    # It tops up its screen: the screen's two pairs are its first two, its quality the screen's.
-    first = next(r for r in screen if r["trial_key"] == confirm[0]["trial_key"])
-    assert confirm[0]["pairs_reused"] == 2 and confirm[0]["n_pairs"] >= 3
-    assert json.loads(confirm[0]["pair_times_json"])["accel"][:2] == json.loads(first["pair_times_json"])["accel"]
-    assert confirm[0]["quality_loss_ssim"] == pytest.approx(first["quality_loss_ssim"], abs=1e-4)
-    # FLOPs are counted for confirmed points only (measure.count_flops: confirm).
-    assert all(r["compute_ratio"] is None for r in screen) and 0 < confirm[0]["compute_ratio"] < 1.5
-    assert summary.rows_written == len(rows) == 5
+    # The bound-deciding point is confirmed under the same key, final, with more pairs
+    # allowed; if its confirmed speed drops below another point's screened one, that point
+    # is confirmed too (timing noise decides whether it does), so the bound ends confirmed.
+    assert 1 <= len(confirm) <= 4 and all(r["final"] is True for r in confirm)
+    assert len({r["trial_key"] for r in confirm}) == len(confirm)
+    assert {r["trial_key"] for r in confirm} <= {r["trial_key"] for r in screen}
+    believed = {r["trial_key"]: r for r in screen} | {r["trial_key"]: r for r in confirm}
+    fastest = max(believed.values(), key=lambda r: r["speedup"])
+    assert fastest["phase"] == CONFIRM, "the bound is a screened point nobody confirmed"
+    for c in confirm:
+        # It tops up its screen: the screen's two pairs are its first two, its quality the screen's.
+        first = next(r for r in screen if r["trial_key"] == c["trial_key"])
+        assert c["pairs_reused"] == 2 and c["n_pairs"] >= 3
+        assert json.loads(c["pair_times_json"])["accel"][:2] == json.loads(first["pair_times_json"])["accel"]
+        assert c["quality_loss_ssim"] == pytest.approx(first["quality_loss_ssim"], abs=1e-4)
+        # FLOPs are counted for confirmed points only (measure.count_flops: confirm).
+        assert 0 < c["compute_ratio"] < 1.5
+    assert all(r["compute_ratio"] is None for r in screen)
+    assert summary.rows_written == len(rows) == 4 + len(confirm)
     # Pipelines stay resident: at most one load per worker (two run at once), not one per trial.
     loads = [t["loaded_pipeline"] for t in summary.trial_seconds]
-    assert len(loads) == 5 and 1 <= sum(loads) <= 2, loads
+    assert len(loads) == 4 + len(confirm) and 1 <= sum(loads) <= 2, loads
     base = baseline_rows(lake)
     assert len(base) == 1 and base[0]["baseline_key"] == screen[0]["baseline_key"]
 
