@@ -63,7 +63,7 @@ def test_a_tiny_sweep_stores_the_golden_rows(tmp_path):
     finally:
         ray.shutdown()
     got = snapshot(trial_rows(tmp_path / "lake"))
-    assert got["screen"] and got["confirms_per_method"]
+    assert got["screen"] and got["methods_confirmed"]
     if UPDATE:
         GOLDEN.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
     assert got == json.loads(GOLDEN.read_text())
