@@ -296,12 +296,16 @@ def _num(x: float | None, fmt: str) -> str:
 def compare(spec_path: str, exhaustive_lake: str, policy_lake: str) -> str:
     """The side-by-side table of two lakes already written (say, a policy run resumed
     after a time limit), by the spec's metric and budgets: no run is started."""
-    from sweep.spec import load
+    from sweep.lake import LakeReader
+    from sweep.spec import expand, load
 
     spec = load(spec_path)
     ex = lake_record(exhaustive_lake, spec.metric, spec.budgets)
     pol = lake_record(policy_lake, spec.metric, spec.budgets)
-    results = {"is_gpu": True, "device": "(from the lakes' rows)", "spec_name": spec.name, "points": "-",
+    devices = sorted({r["device"] for lake in (exhaustive_lake, policy_lake)
+                      for r in LakeReader(lake).trial_columns(["device"]) if r["device"]})
+    results = {"is_gpu": devices != ["cpu"], "device": " / ".join(devices) or "no device recorded",
+               "spec_name": spec.name, "points": expand(spec).size,
                "metric": spec.metric, "budgets": list(spec.budgets),
                "command": shlex.join(["bench/bench_sweep.py", "--spec", spec_path, "--compare", exhaustive_lake,
                                       policy_lake]),
@@ -322,10 +326,11 @@ def markdown(results: Mapping[str, Any]) -> str:
     lines += [f"Note: {n}." for n in results["notes"]]
     if results["notes"]:
         lines.append("")
-    lines += [f"| run | {unit}s | trials run | screen ok | stopped | pruned | confirm | failed | "
-              f"wall in Tune (s) | trials/h | scaling | utilisation | busy | pipeline loads (s) | {su} (rows) |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     runs = results["runs"]
+    if runs:
+        lines += [f"| run | {unit}s | trials run | screen ok | stopped | pruned | confirm | failed | "
+                  f"wall in Tune (s) | trials/h | scaling | utilisation | busy | pipeline loads (s) | {su} (rows) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in runs.items():
         c = r["row_counts"]
         confirm = sum(v for k, v in c.items() if k.startswith("confirm_"))

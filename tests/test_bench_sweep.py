@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -168,3 +169,23 @@ def test_policy_side_of_an_exhaustive_map_switches_early_stop_on():
     ex, pol, note = sides(default)
     assert pol is default and note is None and not ex.early_stop.enabled and not ex.early_stop.prune
     assert ex.early_stop.margin == default.early_stop.margin and ex.combos == default.combos
+
+
+def test_compare_reads_two_shipped_lakes_side_by_side(capsys):
+    """`--compare` on the measured search-cost run (2x H200, 2026-11-30): the policy lake
+    against the exhaustive lake, bounds by `sweep.bounds`, seconds from the rows."""
+    from bench.bench_sweep import main
+
+    root = Path(__file__).resolve().parent.parent
+    lakes = root / "datasets" / "search-shapes"
+    assert main(["--spec", str(root / "datasets" / "sweeps" / "search-shapes.yaml"), "--compare",
+                 str(lakes / "exhaustive-lake"), str(lakes / "policy-lake")]) == 0
+    out = capsys.readouterr().out
+    assert "NVIDIA H200" in out and "66 points" in out
+    assert "Bounds agree: 3/3 per config and budget, 21/21 per config, combo and budget" in out
+    head = next(line for line in out.splitlines() if line.startswith("GPU-s: policy"))
+    policy, exhaustive = (float(x) for x in re.findall(r"(\d+\.\d) of exhaustive (\d+\.\d)", head)[0])
+    assert 0 < policy < exhaustive
+    assert "**no**" not in out
+    assert main(["--compare", str(lakes / "exhaustive-lake"), str(lakes / "policy-lake")]) == 2
+    assert "--compare needs --spec" in capsys.readouterr().err
