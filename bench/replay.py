@@ -314,11 +314,20 @@ def replay_config(plans: list[ComboPlan], oracle: Oracle, metric: str, budgets: 
 
 
 def exhaustive_config(plans: list[ComboPlan], oracle: Oracle, metric: str, budgets: Sequence[float],
-                      fresh_confirm: bool = False) -> Side:
+                      fresh_confirm: bool = False, state_cls: type[SweepState] = SweepState) -> Side:
     """Every point screened, then each combo's bound points confirmed (what the sweep
     does with early stopping and pruning off), costed by the same model."""
     off = EarlyStop(enabled=False, prune=False, speculate=False)
-    return replay_config(plans, oracle, metric, budgets, off, workers=1, fresh_confirm=fresh_confirm)
+    return replay_config(plans, oracle, metric, budgets, off, workers=1, state_cls=state_cls,
+                         fresh_confirm=fresh_confirm)
+
+
+class ConfirmOnce(SweepState):
+    """The scheduler before a confirmation could hand a bound on to another point: each
+    grid's bound points, picked at their screened speeds, are confirmed once."""
+
+    def _confirm_new_bounds(self, lat) -> None:
+        pass
 
 
 def pruning_floor(plans: list[ComboPlan], oracle: Oracle, metric: str, budgets: Sequence[float],
@@ -419,7 +428,7 @@ def replay(spec: SweepSpec, lake_uri: str, *, metrics: Sequence[str] = ("ssim",)
             continue
         for metric in metrics:
             pol = replay_config(plans, oracle, metric, sorted(budgets), rule, workers, state_cls, fresh_confirm)
-            exh = exhaustive_config(plans, oracle, metric, sorted(budgets), fresh_confirm)
+            exh = exhaustive_config(plans, oracle, metric, sorted(budgets), fresh_confirm, state_cls)
             combo_agreement = {c: [agree(a, b) for a, b in zip(pol.combo_bounds[c], bs, strict=True)]
                                for c, bs in exh.combo_bounds.items()}
             results.append(ConfigResult(config_name(cid), metric, pol, exh,
@@ -494,6 +503,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="time points whose loss is over every budget (the policy before issue 15)")
     ap.add_argument("--fresh-confirm", action="store_true",
                     help="confirmations measure everything afresh (the policy before issue 15)")
+    ap.add_argument("--confirm-once", action="store_true",
+                    help="confirm each grid's screened bound points once, even if a confirmation drops below "
+                         "another point (the policy before issue 15)")
+    ap.add_argument("--before", action="store_true",
+                    help="the policy before issue 15: --time-over-budget --fresh-confirm --confirm-once")
     ap.add_argument("--json", help="also write the full result here")
     args = ap.parse_args(argv)
     try:
@@ -503,14 +517,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         rule = replace(spec.early_stop, enabled=not args.no_stop, prune=not args.no_prune)
         if args.no_speculate:
             rule = replace(rule, speculate=False)
-        if args.time_over_budget:
+        if args.time_over_budget or args.before:
             rule = replace(rule, time_over_budget=True)
         if args.margin is not None:
             rule = replace(rule, margin=args.margin)
         if args.min_prompts is not None:
             rule = replace(rule, min_prompts=args.min_prompts)
         r = replay(spec, args.lake, metrics=args.metric or ["ssim"], budgets=args.budgets, workers=args.workers,
-                   rule=rule, fresh_confirm=args.fresh_confirm)
+                   rule=rule, fresh_confirm=args.fresh_confirm or args.before,
+                   state_cls=ConfirmOnce if args.confirm_once or args.before else SweepState)
     except (ReplayError, SpecError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
