@@ -189,3 +189,15 @@ def test_compare_reads_two_shipped_lakes_side_by_side(capsys):
     assert "**no**" not in out
     assert main(["--compare", str(lakes / "exhaustive-lake"), str(lakes / "policy-lake")]) == 2
     assert "--compare needs --spec" in capsys.readouterr().err
+
+
+def test_row_windows_time_the_first_trials_from_the_rows(capsys):
+    from bench.row_windows import main, windows
+
+    lake = str(Path(__file__).resolve().parent.parent / "datasets" / "search-shapes" / "exhaustive-lake")
+    got = windows(lake, 2, [15, 18, 1000])
+    assert [w["first"] for w in got] == [15, 18, 68]  # 65 screens, 1 failed (never ran: no row), 3 confirms
+    assert got[0]["window_s"] < got[1]["window_s"] < got[2]["window_s"]
+    assert all(0.5 < w["busy"] <= 1.0 for w in got) and got[-1]["confirms"] == 3
+    assert main(["--first", "15", f"{lake}:2"]) == 0 and "| 15 | 0 |" in capsys.readouterr().out
+    assert main([f"{lake}:zero"]) == 2 and "LAKE:DEVICES" in capsys.readouterr().err
