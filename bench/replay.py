@@ -5,6 +5,12 @@ Run from the repository root (no install needed)::
 
     PYTHONPATH=. python bench/replay.py datasets/sweeps/map-shapes.yaml --lake datasets/example-lake \
         --metric ssim --metric judge --budgets 0.01,0.02,0.05
+    PYTHONPATH=. python bench/replay.py datasets/sweeps/search-shapes.yaml \
+        --lake datasets/search-shapes/exhaustive-lake --metric ssim --before
+
+``--before`` replays the policy as it was before issue 15 (over-budget points timed,
+confirmations measured afresh and made once); ``--time-over-budget``, ``--fresh-confirm``
+and ``--confirm-once`` each bring back one of those.
 
 The policy is `sweep.pruning.SweepState` itself (never a copy): the replay builds it from
 the spec's plan exactly as `sweep.driver.run_sweep` does, hands its tasks to `--workers`
