@@ -1,6 +1,6 @@
 """Trial keys cover the measurement inputs, and the shipped example lake stays resumable.
 
-The shipped lake was measured by three sweeps (`SHIPPED`); its keys were rewritten with
+The shipped lake's first three sweeps (`SHIPPED`) had their keys rewritten with
 `sweep.rekey` under the inputs of the spec each one ran. These tests plan those specs the
 way `diffaccel sweep` does after its probe (the driver's own key and stored-row logic,
 no Ray) and check that every shipped row is found, and that the migration is exact.
@@ -29,8 +29,11 @@ LAKE = ROOT / "datasets" / "example-lake"
 SWEEPS = ROOT / "datasets" / "sweeps"
 # sweep_id -> the spec it ran (bench/results/*-2026-11-27.log; the rows' n_prompts agree).
 SHIPPED = {"815b6166d521": "sd-h100", "6390c029edc6": "map-sd15", "5ec20dce5141": "map-sdxl"}
-# Measured with keys that already covered the inputs (no migration; the shapes model's map).
-CURRENT = {"66eb3df833ad": "map-shapes"}
+# Measured with keys that already covered the inputs (no migration): the shapes model's map
+# and SD 2.1's (bench/results/map-sd21-h200x2-2026-11-30.log).
+CURRENT = {"66eb3df833ad": "map-shapes", "520e7a3250a7": "map-sd21"}
+# Their partitions, left out of the legacy copy: rekey never saw their rows.
+CURRENT_MODELS = ("model=shapes", "model=sd21")
 
 
 def _rows(lake: Path) -> list[dict]:
@@ -103,7 +106,7 @@ def _specs() -> dict[str, S.SweepSpec]:
 def _legacy_copy(tmp_path: Path) -> Path:
     """A copy of the shipped lake with the keys it held before keys covered the inputs."""
     lake = tmp_path / "lake"
-    shutil.copytree(LAKE / "trials", lake / "trials", ignore=shutil.ignore_patterns("model=shapes"))
+    shutil.copytree(LAKE / "trials", lake / "trials", ignore=shutil.ignore_patterns(*CURRENT_MODELS))
     specs = _specs()
     for path in rekey._trial_files(lake):
         table = pq.read_table(path)
