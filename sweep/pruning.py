@@ -29,9 +29,9 @@ Once a lattice is done, its bound-deciding points (for each budget, the fastest 
 within it) are queued for confirmation with more timing pairs. A confirmation replaces
 its point's screened speed; if that drops it below another point within the budget (a
 screen's few pairs flatter as often as not), that point is confirmed next, until every
-budget's bound is a confirmed point. A confirmation tops up its
-screen (`Task.reuse`): the screen's pairs count towards its own, and its quality is the
-screen's once one prompt, measured again, agrees.
+budget's bound is a confirmed point. A confirmation tops up its screen (`Task.reuse`):
+the screen's pairs count towards its own, and its quality is the screen's once one
+prompt, measured again, agrees.
 """
 
 from __future__ import annotations
