@@ -24,7 +24,8 @@ Shape (every key but `models` and `methods` has a default; unknown keys are erro
     seeds: [0]
     quality: {metric: ssim, budgets: [0.02, 0.05]}
     measure: {screen_pairs: 2, confirm_pairs: 6, ci_target: 0.05}
-    early_stop: {enabled: true, prune: true, min_prompts: 1, margin: 0.5}
+    early_stop: {enabled: true, prune: true, min_prompts: 1, margin: 0.5, speculate: true,
+                 time_over_budget: false}   # see `EarlyStop`
     clip_model: null
     judge_model: null              # a judge folder (datasets/models/shapes-judge) for metric: judge
 
