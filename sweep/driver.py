@@ -59,7 +59,7 @@ from sweep.exits import fail, interrupted, terminated
 from sweep.lake import LakeError, LakeReader, LakeWriter, lake_warnings_as_lines
 from sweep.lake_schema import CONFIRM, FAILED, OK, PRUNED, STOPPED
 from sweep.pruning import Outcome, SweepState
-from sweep.spec import DEFAULT_MAX_POINTS, Plan, SweepSpec, expand, load, trial_inputs
+from sweep.spec import DEFAULT_MAX_POINTS, Plan, SweepSpec, expand, load, only, trial_inputs
 
 log = logging.getLogger("diffaccel.sweep")
 
@@ -492,10 +492,17 @@ def sweep_cmd(
                                    help="refuse a spec of more points than this (counted before Ray starts)"),
     strict: bool = typer.Option(False, "--strict", help="stop on a file the lake should not hold "
                                 "instead of skipping it with a warning"),
+    models: list[str] = typer.Option(None, "--model", help="only this model of the spec (repeatable)"),
+    schedulers: list[str] = typer.Option(None, "--scheduler", help="only this scheduler (repeatable)"),
+    steps: list[int] = typer.Option(None, "--steps", help="only this step count (repeatable)"),
+    combos: list[str] = typer.Option(None, "--combo", help="only this combination, e.g. deepcache+tome "
+                                     "(repeatable)"),
 ) -> None:
-    """Run a sweep spec on Ray Tune into the lake (resumable: stored trials are skipped)."""
+    """Run a sweep spec on Ray Tune into the lake (resumable: stored trials are skipped).
+    --model/--scheduler/--steps/--combo run part of it, with the spec's own keys."""
     try:
-        spec = load(spec_path, max_points=max_points)
+        spec = only(load(spec_path, max_points=max_points), models=models or (), schedulers=schedulers or (),
+                    steps=steps or (), combos=combos or ())
         plan = expand(spec)
     except ConfigError as e:
         raise fail(str(e)) from None

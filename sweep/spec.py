@@ -968,6 +968,27 @@ def expand(spec: SweepSpec) -> Plan:
 # ----------------------------------------------------------------------- restriction
 
 
+def only(spec: SweepSpec, *, models: Sequence[str] = (), schedulers: Sequence[str] = (),
+         steps: Sequence[int] = (), combos: Sequence[str] = ()) -> SweepSpec:
+    """Part of `spec` by the values of its axes (`diffaccel sweep --model/--scheduler/
+    --steps/--combo`), say one config of a map, so that it can be run or resumed on its
+    own. Its rows are the spec's own (same keys), so running the whole spec later skips
+    them. An empty selection keeps the axis; a value the spec does not have is an error
+    that lists the values it has.
+    """
+    have = {"--model": [m.model for m in spec.models], "--scheduler": list(spec.schedulers),
+            "--steps": [int(x) for x in spec.steps], "--combo": [cg.combo for cg in spec.combos]}
+    asked = {"--model": list(models), "--scheduler": list(schedulers), "--steps": [int(x) for x in steps],
+             "--combo": [canonical_combo(c) for c in combos]}
+    for flag, values in asked.items():
+        unknown = [v for v in values if v not in have[flag]]
+        if unknown:
+            raise ConfigError(f"{flag} {', '.join(map(str, unknown))}: spec {spec.name!r} has "
+                              f"{', '.join(map(str, dict.fromkeys(have[flag])))}; pick among those")
+    return restrict(spec, models=asked["--model"] or None, schedulers=asked["--scheduler"] or None,
+                    steps=asked["--steps"] or None, combos=asked["--combo"] or None)
+
+
 def restrict(spec: SweepSpec, *, config: Mapping[str, Any] | None = None,
              models: Any = None, schedulers: Any = None, steps: Any = None, resolutions: Any = None,
              combos: Any = None, points: Any = None, name: str | None = None,

@@ -46,3 +46,38 @@ def test_a_lake_that_cannot_be_created_fails_before_ray_starts(tmp_path):
     assert result.exit_code == 2
     assert "cannot create the lake" in result.output
     assert not ray.is_initialized() and not ray_children()
+
+
+def test_part_of_a_spec_runs_under_the_spec_own_keys(tmp_path):
+    """`--scheduler/--steps/--combo` pick part of a map (resume one config of it), with
+    exactly the keys the whole spec gives those points, so a later run of the whole spec
+    skips them; a value the spec lacks is one line naming the values it has."""
+    from pathlib import Path
+
+    from sweep.catalog import trial_key
+    from sweep.spec import expand, load, only, trial_inputs
+
+    root = Path(__file__).resolve().parent.parent
+    spec = load(root / "datasets" / "sweeps" / "map-sd15.yaml")
+    part = only(spec, schedulers=["dpmpp"], steps=[50], combos=["tome+deepcache"])
+
+    def keys(s):
+        inputs = trial_inputs(prompts=[s.prompts_file, str(s.prompt_count)], seeds=s.seeds, measure=s.measure,
+                              dtype=s.dtype, clip_model=s.clip_model, judge_model=s.judge_model)
+        return {trial_key(cp.config, a, "H200", {"v": "1"}, inputs) for cp in expand(s).combos for a in cp.points()}
+
+    whole = keys(spec)
+    got = keys(part)
+    assert got and got < whole
+    assert {(cp.config.scheduler, cp.config.steps, cp.combo) for cp in expand(part).combos} == \
+        {("dpmpp", 50, "deepcache+tome")}
+
+    result = CliRunner().invoke(app, ["sweep", str(root / "datasets" / "sweeps" / "map-sd15.yaml"), "--lake",
+                                      str(tmp_path / "lake"), "--scheduler", "dpmpp", "--steps", "50", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "1 config(s), 7 config×combo grid(s), 11 point(s)" in result.output
+    result = CliRunner().invoke(app, ["sweep", str(root / "datasets" / "sweeps" / "map-sd15.yaml"), "--lake",
+                                      str(tmp_path / "lake"), "--scheduler", "euler"])
+    assert result.exit_code == 2
+    assert "--scheduler euler: spec 'map-sd15' has ddim, dpmpp; pick among those" in result.output
+    assert not (tmp_path / "lake").exists()
