@@ -35,7 +35,11 @@ The figures (``bench_sweep.md``, every one also in ``bench_sweep.json``):
   bookkeeping), on the same scale. **pipeline loads**: how many trials had to load a
   pipeline, and their load seconds.
 * **trials/h** and **scaling**: trials run per hour in Tune, and that rate over the first
-  exhaustive run's (the runs hold the same trials).
+  exhaustive run's. The runs screen the same points, but how many points each confirms
+  depends on its screens' noise (a confirmation that drops below another point's screen
+  confirms that one too), so their trials need not be the same. **work scaling** does not
+  depend on that: pipeline-seconds per second of Tune's wall-clock, over the first
+  exhaustive run's (GPUs x utilisation over the first run's utilisation).
 * **device-seconds** ("GPU-s"): the sum of the lake rows' ``gpu_seconds`` (a trial's wall
   time on its GPU), per config and in total. On a CPU rows carry no ``gpu_seconds``; the
   same wall time, ``finished_at - started_at``, is used (CPU slot seconds).
@@ -242,6 +246,7 @@ def run_record(summary, wall: float, lake: str, n: int, kind: str, metric: str,
         "trials_run": len(executed),
         "trials_per_hour": len(executed) / fit * 3600 if fit else None,
         "utilisation": sum(t.get("pipeline_seconds") or 0.0 for t in executed) / (n * fit) if fit else None,
+        "work_per_s": sum(t.get("pipeline_seconds") or 0.0 for t in executed) / fit if fit else None,
         "busy": sum(t.get("inference_seconds") or 0.0 for t in executed) / (n * fit) if fit else None,
         "loads": sum(1 for t in executed if t.get("loaded_pipeline")),
         "load_s": sum(t.get("load_seconds") or 0.0 for t in executed),
@@ -329,17 +334,19 @@ def markdown(results: Mapping[str, Any]) -> str:
     runs = results["runs"]
     if runs:
         lines += [f"| run | {unit}s | trials run | screen ok | stopped | pruned | confirm | failed | "
-                  f"wall in Tune (s) | trials/h | scaling | utilisation | busy | pipeline loads (s) | {su} (rows) |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  f"wall in Tune (s) | trials/h | scaling | work scaling | utilisation | busy | pipeline loads (s) | "
+                  f"{su} (rows) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in runs.items():
         c = r["row_counts"]
         confirm = sum(v for k, v in c.items() if k.startswith("confirm_"))
         failed = sum(v for k, v in c.items() if k.endswith("_failed"))
-        scaling = r.get("scaling")
+        scaling, work = r.get("scaling"), r.get("work_scaling")
         lines.append(
             f"| {name} | {r['slots']} | {r['trials_run']} | {c.get('screen_ok', 0)} | {c.get('screen_stopped', 0)} | "
             f"{c.get('screen_pruned', 0)} | {confirm} | {failed} | {r['fit_wall_s']:.1f} | "
             f"{_num(r['trials_per_hour'], '.0f')} | {'' if scaling is None else f'{scaling:.2f}x'} | "
+            f"{'' if work is None else f'{work:.2f}x'} | "
             f"{_num(r['utilisation'], '.2f')} | {_num(r['busy'], '.2f')} | {r['loads']} ({r['load_s']:.0f}) | "
             f"{r['device_seconds']:.1f} |")
     sbs = results.get("side_by_side")
@@ -505,6 +512,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if kind == "exhaustive":
             base = (first or rec)["trials_per_hour"]
             rec["scaling"] = rec["trials_per_hour"] / base if base and rec["trials_per_hour"] else None
+            work = (first or rec).get("work_per_s")
+            rec["work_scaling"] = rec["work_per_s"] / work if work and rec.get("work_per_s") else None
         results["runs"][name] = rec
         save()
 

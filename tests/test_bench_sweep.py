@@ -80,7 +80,9 @@ def test_policy_beside_exhaustive(bench):
         assert r["device_seconds"] > 0 and r["fit_wall_s"] > 0 and r["trials_run"] > 0
         assert 0 < r["utilisation"] <= 1 and r["loads"] >= 1
         assert Path(r["lake"]).is_dir() and Path(r["lake"]).parent == out / "lakes"
-    assert ex["scaling"] == pytest.approx(1.0)
+    assert ex["scaling"] == pytest.approx(1.0) and ex["work_scaling"] == pytest.approx(1.0)
+    # Work scaling's rate is pipeline-seconds per wall-second: GPUs x utilisation.
+    assert ex["work_per_s"] == pytest.approx(ex["slots"] * ex["utilisation"])
 
     sbs = res["side_by_side"]
     assert (sbs["policy_run"], sbs["exhaustive_run"]) == ("policy-1cpu", "exhaustive-1cpu")
@@ -122,6 +124,9 @@ def test_markdown_holds_the_tables(bench):
     assert all(s in head for s in ("cpu", "bench-sweep-test", f"{POINTS} points", "ssim", "0.02, 0.03"))
     assert res["command"] in md
     assert "| exhaustive-1cpu | 1 |" in md and "| policy-1cpu | 1 |" in md
+    header = next(ln for ln in md.splitlines() if ln.startswith("| run |")).split(" | ")
+    ex_row = next(ln for ln in md.splitlines() if ln.startswith("| exhaustive-1cpu |")).split(" | ")
+    assert len(header) == len(ex_row) and ex_row[header.index("work scaling")] == "1.00x"
     rows = [ln for ln in md.splitlines() if ln.startswith("| shapes ddim 10 steps 128px b1 | deepcache |")
             or ln.startswith("| shapes ddim 10 steps 128px b1 | tome |")]
     assert len(rows) == 4 and all(ln.endswith("| yes |") for ln in rows), md
