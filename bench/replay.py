@@ -59,11 +59,16 @@ last trial): the overlap of one config's tail with the next one's loads is not
 modelled, so for a spec of several configs the total is an upper bound (one config, as
 the scaling grids, is exact in the model). Utilisation = trial seconds / (workers *
 wall), as the bench reports it from rows. Both sides run on the same number of
-devices; the exhaustive side's trials do not depend on it, so neither do its
-device-seconds. ``--workers 1,2,4`` replays each count and reports the scaling, wall
-on 1 device over wall on N. Not modelled: the seconds between one trial's end and the
-next one's start (about 20 ms a trial on an H200), and a device's contention with
-another (a trial's seconds are its row's, whatever else ran then).
+devices. Which trials the exhaustive side runs does not depend on that number (so
+neither do its device-seconds), unless two confirmations of one grid finishing in
+another order hand a bound on differently (never on the shipped lakes: tested).
+``--workers 1,2,4`` replays each count and reports the scaling, wall on 1 device over
+wall on N. ``--repeat K`` replays each grid K times over, every copy answered by the
+same rows: the wall of a grid K times the size, of the same kind of points (how large a
+grid keeps N devices busy). Not modelled: the seconds between one trial's end and the
+next one's start (about 20 ms on an H200, but about 3 s after each device's first
+trial in the 2026-11-30 runs), and devices slowing each other (a trial's seconds are
+its row's, whatever ran beside it).
 
 The exhaustive side is costed by the same model: every point screened, then its own bound
 points confirmed. A bound (per config and budget) is the fastest point of any combo whose
@@ -460,6 +465,7 @@ class Replay:
     rule: EarlyStop
     fresh_confirm: bool = False  # confirmations measured afresh (the policy before topping up)
     costs: WallCosts = field(default_factory=WallCosts)
+    repeat: int = 1  # each grid this many times over (`replay`)
 
     def run(self, metric: str, side: str) -> tuple[float, float]:
         """(trial seconds, wall) of one side's whole run under `metric`: Tune's start, each
@@ -476,7 +482,7 @@ class Replay:
                 runs.setdefault(metric, {})[side] = {"seconds": seconds, "wall": wall,
                                                      "utilisation": utilisation(seconds, self.workers, wall)}
         return {"workers": self.workers, "rule": asdict(self.rule), "fresh_confirm": self.fresh_confirm,
-                "costs": asdict(self.costs), "runs": runs,
+                "costs": asdict(self.costs), "repeat": self.repeat, "runs": runs,
                 "quality_share": self.quality_share,
                 "confirm_ratio": self.confirm_ratio, "incomplete": self.incomplete,
                 "results": [{"config": r.config, "metric": r.metric, "ratio": r.ratio, "floor": r.floor,
@@ -494,13 +500,20 @@ def oracle_for(spec: SweepSpec, lake_uri: str) -> Oracle:
 def replay(spec: SweepSpec, lake_uri: str, *, metrics: Sequence[str] = ("ssim",),
            budgets: Sequence[float] = DEFAULT_BUDGETS, workers: int = 2, rule: EarlyStop | None = None,
            state_cls: type[SweepState] = SweepState, oracle: Oracle | None = None,
-           fresh_confirm: bool = False, costs: WallCosts | None = None) -> Replay:
+           fresh_confirm: bool = False, costs: WallCosts | None = None, repeat: int = 1) -> Replay:
     """Replay `spec`'s sweep policy (its `early_stop` section, or `rule`; early stopping
     and pruning switched on when the spec, being exhaustive, had them off) against the
     exhaustive lake at `lake_uri`, both sides on `workers` devices with the fixed costs
-    `costs` (`WallCosts()` when None)."""
+    `costs` (`WallCosts()` when None).
+
+    `repeat`: each config's combo grids `repeat` times over, every copy answered by the
+    same rows (and confirming its own bound points): what a grid `repeat` times the size,
+    of the same kind of points, would cost on the devices. The copies find the same
+    bounds; the seconds, walls and the floor grow."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ReplayError(f"--workers must be a whole number at least 1, got {workers!r}")
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+        raise ReplayError(f"--repeat must be a whole number at least 1, got {repeat!r}")
     costs = costs or WallCosts()
     if not budgets:
         raise ReplayError("no budgets: give at least one, e.g. --budgets 0.01,0.02,0.05")
@@ -519,6 +532,7 @@ def replay(spec: SweepSpec, lake_uri: str, *, metrics: Sequence[str] = ("ssim",)
             incomplete.append(f"{config_name(cid)}: {len(missing)} of "
                               f"{sum(len(list(p.points())) for p in plans)} points have no screen row")
             continue
+        plans = plans * repeat
         for metric in metrics:
             pol = replay_config(plans, oracle, metric, sorted(budgets), rule, workers, state_cls, fresh_confirm,
                                 costs.load_s)
@@ -533,7 +547,7 @@ def replay(spec: SweepSpec, lake_uri: str, *, metrics: Sequence[str] = ("ssim",)
         raise ReplayError(f"no config of {spec.name} is complete in {lake_uri} ({'; '.join(incomplete)}): "
                           "replay needs an exhaustive lake (early_stop: {enabled: false, prune: false})")
     return Replay(results, incomplete, oracle.quality_share, oracle.confirm_ratio, workers, rule, fresh_confirm,
-                  costs)
+                  costs, repeat)
 
 
 def _bound_text(b: Bound) -> str:
@@ -580,7 +594,8 @@ def wall_markdown(runs: Sequence[Replay], one: Replay | None = None) -> str:
     one = one or next((r for r in runs if r.workers == 1), None)
     lines = [f"Wall-clock, simulated: a pipeline load of {c.load_s:g} s on each device's first trial of a config, "
              f"Tune's start {c.start_s:g} s, stop {c.stop_s:g} s; configs one after another (`WallCosts`). "
-             "Utilisation = trial seconds / (devices x wall); scaling = wall on 1 device / wall on N.", "",
+             "Utilisation = trial seconds / (devices x wall); scaling = wall on 1 device / wall on N."
+             + (f" Each grid {runs[0].repeat} times over (`--repeat`)." if runs[0].repeat > 1 else ""), "",
              "| devices | metric | config | policy s | policy wall s | policy util. | policy scaling | "
              "exhaustive s | exhaustive wall s | exh. util. | exh. scaling | loads (policy/exh.) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -668,6 +683,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "another point (the policy before issue 15)")
     ap.add_argument("--before", action="store_true",
                     help="the policy before issue 15: --time-over-budget --fresh-confirm --confirm-once")
+    ap.add_argument("--repeat", default="1",
+                    help="replay each grid this many times over, the copies answered by the same rows: the "
+                         "wall of a grid that many times the size, of the same kind of points (default 1)")
     ap.add_argument("--json", help="also write the full result here (several --workers: {\"runs\": [...]}, "
                                    "one per count)")
     args = ap.parse_args(argv)
@@ -687,11 +705,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         counts = _workers(args.workers)
         costs = WallCosts(_seconds("--load-s", args.load_s), _seconds("--start-s", args.start_s),
                           _seconds("--stop-s", args.stop_s))
+        try:
+            repeat = int(args.repeat)
+        except ValueError:
+            repeat = 0
+        if repeat < 1:
+            raise ReplayError(f"--repeat {args.repeat!r}: give a whole number of at least 1, e.g. --repeat 4")
         oracle = oracle_for(spec, args.lake)
         runs = {n: replay(spec, args.lake, metrics=args.metric or ["ssim"], budgets=args.budgets, workers=n,
                           rule=rule, fresh_confirm=args.fresh_confirm or args.before,
                           state_cls=ConfirmOnce if args.confirm_once or args.before else SweepState,
-                          oracle=oracle, costs=costs)
+                          oracle=oracle, costs=costs, repeat=repeat)
                 # The scaling needs a 1-device replay: run (not shown) when several counts lack it.
                 for n in ([1] if 1 not in counts and len(counts) > 1 else []) + counts}
     except (ReplayError, SpecError) as e:

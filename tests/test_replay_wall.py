@@ -90,6 +90,22 @@ def test_a_load_is_paid_once_per_device_and_only_by_devices_that_run(tiny):
     assert eight.wall == pytest.approx(5.0 + 10.0 + 20.0)
 
 
+def test_a_repeated_grid_is_scheduled_copy_after_copy(tiny):
+    """`repeat`: the grids twice over, answered by the same rows. Worked by hand (load 12):
+    the first copy as above until 22; then device 1: TM30's confirm (22-30), the second
+    TG20 (30-40), TG10 (40-46), the second TG20's confirm (46-66); device 0: the first
+    TG20's confirm (22-42), the second TM30 (42-46) and its confirm (46-54)."""
+    spec, oracle = tiny
+    one = replay(spec, "unused", oracle=oracle, workers=2, costs=WallCosts(12, 0, 0))
+    two = replay(spec, "unused", oracle=oracle, workers=2, costs=WallCosts(12, 0, 0), repeat=2)
+    e = two.results[0].exhaustive
+    assert e.seconds == pytest.approx(2 * 48.0) and e.wall == pytest.approx(66.0) and e.loads == 2
+    assert [b.tag for b in e.bounds] == [b.tag for b in one.results[0].exhaustive.bounds]
+    assert e.counts == {"screen_ok": 6, "confirm_ok": 4} and two.to_dict()["repeat"] == 2
+    with pytest.raises(ReplayError, match="--repeat"):
+        replay(spec, "unused", oracle=oracle, repeat=0)
+
+
 def test_fixed_costs_must_be_seconds():
     with pytest.raises(ReplayError, match="--load-s"):
         WallCosts(load_s=-1.0)
@@ -195,7 +211,8 @@ def test_cli_reports_each_worker_count_and_the_scaling(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flag,value", [("--workers", "0"), ("--workers", "two"), ("--workers", ","),
-                                        ("--load-s", "-1"), ("--start-s", "soon"), ("--stop-s", "nan")])
+                                        ("--load-s", "-1"), ("--start-s", "soon"), ("--stop-s", "nan"),
+                                        ("--repeat", "0"), ("--repeat", "2.5")])
 def test_bad_wall_flags_are_one_line_errors(flag, value, capsys):
     rc = main([str(SWEEPS / "search-shapes.yaml"), "--lake", str(ROOT / "datasets/search-shapes/exhaustive-lake"),
                flag, value])
