@@ -7,6 +7,8 @@ Run from the repository root (no install needed)::
         --metric ssim --metric judge --budgets 0.01,0.02,0.05
     PYTHONPATH=. python bench/replay.py datasets/sweeps/search-shapes.yaml \
         --lake datasets/search-shapes/exhaustive-lake --metric ssim --before
+    PYTHONPATH=. python bench/replay.py datasets/sweeps/search-shapes.yaml \
+        --lake datasets/search-shapes/exhaustive-lake --workers 1,2,4 --load-s 12
 
 ``--before`` replays the policy as it was before issue 15 (over-budget points timed,
 confirmations measured afresh and made once); ``--time-over-budget``, ``--fresh-confirm``
@@ -42,7 +44,31 @@ stated in the output):
   but one of its prompts (screen quality seconds times (n-1)/n), and at least one
   screen pair's seconds. ``--fresh-confirm`` replays the earlier policy: every
   confirmation re-measures everything, and a row that did top up is charged that back.
-* Pipeline loads and idle slots are not counted (device-seconds of trials only).
+* Pipeline loads and idle slots are not in a side's device-seconds (trials only); they
+  are in its wall-clock, below.
+
+Wall-clock (`WallCosts`, each a flag with its default stated there). The simulated
+devices run the tasks as the sweep hands them out (`SweepState.next_task`: configs in
+order, a worker kept on the config it holds); a task starts on a free device at once,
+after `load_s` when that device has not run a trial of the task's config yet (a worker
+holds one pipeline, `sweep.worker`, and loads it on its first trial, not before), and
+a device with no task idles. A config's wall is its makespan: from its first hand-out
+to its last trial's end, loads included. A run's wall is `start_s` (Tune's start
+before any trial) plus its configs' walls one after another plus `stop_s` (after the
+last trial): the overlap of one config's tail with the next one's loads is not
+modelled, so for a spec of several configs the total is an upper bound (one config, as
+the scaling grids, is exact in the model). Utilisation = trial seconds / (workers *
+wall), as the bench reports it from rows. Both sides run on the same number of
+devices. Which trials the exhaustive side runs does not depend on that number (so
+neither do its device-seconds), unless two confirmations of one grid finishing in
+another order hand a bound on differently (never on the shipped lakes: tested).
+``--workers 1,2,4`` replays each count and reports the scaling, wall on 1 device over
+wall on N. ``--repeat K`` replays each grid K times over, every copy answered by the
+same rows: the wall of a grid K times the size, of the same kind of points (how large a
+grid keeps N devices busy). Not modelled: the seconds between one trial's end and the
+next one's start (about 20 ms on an H200, but about 3 s after each device's first
+trial in the 2026-11-30 runs), and devices slowing each other (a trial's seconds are
+its row's, whatever ran beside it).
 
 The exhaustive side is costed by the same model: every point screened, then its own bound
 points confirmed. A bound (per config and budget) is the fastest point of any combo whose
@@ -84,6 +110,24 @@ DEFAULT_BUDGETS = (0.01, 0.02, 0.05)
 
 class ReplayError(ValueError):
     """The lake cannot answer the replay (nothing complete, a metric not stored)."""
+
+
+@dataclass(frozen=True)
+class WallCosts:
+    """A run's fixed costs outside its trials, in seconds (the wall-clock model; the
+    defaults are the 2026-11-30 H200 runs of scale-shapes, BENCHMARKS.md)."""
+
+    # A worker's first trial of a config loads its pipeline first: 12-13 s measured, mostly
+    # Python imports (`bench/bench_load.py`). Not stored in the lake, hence a flag.
+    load_s: float = 12.0
+    start_s: float = 2.0  # Tune's start, before any worker loads
+    stop_s: float = 2.0  # after the last trial ends
+
+    def __post_init__(self):
+        for name in ("load_s", "start_s", "stop_s"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and v >= 0 and v != float("inf")):
+                raise ReplayError(f"--{name.replace('_', '-')} must be a finite number of seconds >= 0, got {v!r}")
 
 
 def config_id(cfg: PipelineConfig) -> tuple:
@@ -164,6 +208,8 @@ class Trial:
     status: str
     seconds: float
     estimated: bool = False  # cost not read from a row (a confirmation the lake lacks)
+    device: int | None = None  # the simulated device it ran on, and when it started there
+    start: float | None = None  # (after the device's load), seconds from the config's first hand-out
 
 
 @dataclass
@@ -184,6 +230,19 @@ class Side:
     bounds: list[Bound]  # per budget, over the config's combos
     combo_bounds: dict[str, list[Bound]]  # per combo (the lake's bound group), per budget
     counts: dict[str, int] = field(default_factory=dict)
+    workers: int = 1
+    wall: float = 0.0  # makespan on `workers` devices: first hand-out to last trial end, loads in
+    loads: int = 0  # pipeline loads (devices that ran a trial of the config)
+
+    @property
+    def utilisation(self) -> float:
+        """Trial seconds over the devices' wall (this config's; without Tune's start and stop)."""
+        return utilisation(self.seconds, self.workers, self.wall)
+
+
+def utilisation(seconds: float, workers: int, wall: float) -> float:
+    """Trial seconds / (workers * wall), as the bench reports it."""
+    return seconds / (workers * wall) if wall > 0 else float("nan")
 
 
 def _loss(row: Mapping[str, Any], metric: str) -> float:
@@ -263,14 +322,17 @@ def _bounds(measured: Mapping[str, tuple[float, Mapping[str, Any]]], confirmed: 
 
 def replay_config(plans: list[ComboPlan], oracle: Oracle, metric: str, budgets: Sequence[float],
                   rule: EarlyStop, workers: int = 2, state_cls: type[SweepState] = SweepState,
-                  fresh_confirm: bool = False) -> Side:
+                  fresh_confirm: bool = False, load_s: float = 0.0) -> Side:
     """Run `state_cls` (the sweep's `SweepState`) over one config's plans on `workers`
     simulated devices, every trial answered by the lake. Deterministic: equal finish
-    times complete in task order. `fresh_confirm`: confirmations measure afresh (the
-    policy before they topped up their screens)."""
+    times complete in task order, and a task goes to the free device with the lowest
+    number among those holding the pipeline, else among the rest. `fresh_confirm`:
+    confirmations measure afresh (the policy before they topped up their screens).
+    `load_s`: what a device's first trial of the config waits for its pipeline."""
     cid = config_id(plans[0].config)
     state = state_cls(plans, budgets, rule, lambda cfg, acc: f"{acc.combo}|{acc.tag}")
-    running: list[tuple[float, int, Any, Outcome | None]] = []
+    running: list[tuple[float, int, int, Any, Outcome | None]] = []
+    free, loaded = list(range(workers)), set()
     now, trials, measured, confirmed = 0.0, [], {}, {}
 
     def drain_pruned():
@@ -279,7 +341,7 @@ def replay_config(plans: list[ComboPlan], oracle: Oracle, metric: str, budgets: 
         state.pruned.clear()
 
     while True:
-        while len(running) < workers:
+        while free:
             task = state.next_task()
             drain_pruned()
             if task is None:
@@ -300,10 +362,16 @@ def replay_config(plans: list[ComboPlan], oracle: Oracle, metric: str, budgets: 
                 if outcome.status == OK:
                     measured[task.acc.tag] = (outcome.loss, row)
                 trials.append(Trial(task.acc.tag, task.acc.combo, SCREEN, outcome.status, cost))
-            heapq.heappush(running, (now + cost, task.id, task, outcome))
+            device = min(free, key=lambda d: (d not in loaded, d))  # Tune reuses the actor that holds it
+            free.remove(device)
+            start = now if device in loaded else now + load_s
+            loaded.add(device)
+            trials[-1].device, trials[-1].start = device, start
+            heapq.heappush(running, (start + cost, task.id, device, task, outcome))
         if not running:
             break
-        now, _, task, outcome = heapq.heappop(running)
+        now, _, device, task, outcome = heapq.heappop(running)
+        free.append(device)
         state.complete(task, outcome if outcome is not None else Outcome(OK))
     if not state.finished:
         raise ReplayError(f"{config_name(cid)}: the policy stopped handing out tasks before it finished "
@@ -316,16 +384,18 @@ def replay_config(plans: list[ComboPlan], oracle: Oracle, metric: str, budgets: 
         tags = {a.tag for a in p.points()}
         combos[p.combo] = _bounds({t: v for t, v in measured.items() if t in tags}, confirmed, budgets, metric)
     return Side(sum(t.seconds for t in trials), trials, _bounds(measured, confirmed, budgets, metric), combos,
-                counts)
+                counts, workers, now, len(loaded))
 
 
 def exhaustive_config(plans: list[ComboPlan], oracle: Oracle, metric: str, budgets: Sequence[float],
-                      fresh_confirm: bool = False, state_cls: type[SweepState] = SweepState) -> Side:
+                      fresh_confirm: bool = False, state_cls: type[SweepState] = SweepState,
+                      workers: int = 1, load_s: float = 0.0) -> Side:
     """Every point screened, then each combo's bound points confirmed (what the sweep
-    does with early stopping and pruning off), costed by the same model."""
+    does with early stopping and pruning off), costed by the same model, on `workers`
+    devices (which trials run does not depend on it: only the wall does)."""
     off = EarlyStop(enabled=False, prune=False, speculate=False)
-    return replay_config(plans, oracle, metric, budgets, off, workers=1, state_cls=state_cls,
-                         fresh_confirm=fresh_confirm)
+    return replay_config(plans, oracle, metric, budgets, off, workers=workers, state_cls=state_cls,
+                         fresh_confirm=fresh_confirm, load_s=load_s)
 
 
 class ConfirmOnce(SweepState):
@@ -394,9 +464,25 @@ class Replay:
     workers: int
     rule: EarlyStop
     fresh_confirm: bool = False  # confirmations measured afresh (the policy before topping up)
+    costs: WallCosts = field(default_factory=WallCosts)
+    repeat: int = 1  # each grid this many times over (`replay`)
+
+    def run(self, metric: str, side: str) -> tuple[float, float]:
+        """(trial seconds, wall) of one side's whole run under `metric`: Tune's start, each
+        config's makespan in turn, the stop (`WallCosts`)."""
+        sides = [getattr(r, side) for r in self.results if r.metric == metric]
+        return (sum(x.seconds for x in sides),
+                self.costs.start_s + sum(x.wall for x in sides) + self.costs.stop_s)
 
     def to_dict(self) -> dict[str, Any]:
+        runs: dict[str, dict[str, dict[str, float]]] = {}
+        for metric in dict.fromkeys(r.metric for r in self.results):
+            for side in ("policy", "exhaustive"):
+                seconds, wall = self.run(metric, side)
+                runs.setdefault(metric, {})[side] = {"seconds": seconds, "wall": wall,
+                                                     "utilisation": utilisation(seconds, self.workers, wall)}
         return {"workers": self.workers, "rule": asdict(self.rule), "fresh_confirm": self.fresh_confirm,
+                "costs": asdict(self.costs), "repeat": self.repeat, "runs": runs,
                 "quality_share": self.quality_share,
                 "confirm_ratio": self.confirm_ratio, "incomplete": self.incomplete,
                 "results": [{"config": r.config, "metric": r.metric, "ratio": r.ratio, "floor": r.floor,
@@ -405,22 +491,36 @@ class Replay:
                              "exhaustive": asdict(r.exhaustive)} for r in self.results]}
 
 
+def oracle_for(spec: SweepSpec, lake_uri: str) -> Oracle:
+    """The lake's answers for `spec` (its rows of the spec's model when it has one)."""
+    models = {p.config.model for p in expand(spec).combos}
+    return read_oracle(lake_uri, model=next(iter(models)) if len(models) == 1 else None)
+
+
 def replay(spec: SweepSpec, lake_uri: str, *, metrics: Sequence[str] = ("ssim",),
            budgets: Sequence[float] = DEFAULT_BUDGETS, workers: int = 2, rule: EarlyStop | None = None,
            state_cls: type[SweepState] = SweepState, oracle: Oracle | None = None,
-           fresh_confirm: bool = False) -> Replay:
+           fresh_confirm: bool = False, costs: WallCosts | None = None, repeat: int = 1) -> Replay:
     """Replay `spec`'s sweep policy (its `early_stop` section, or `rule`; early stopping
     and pruning switched on when the spec, being exhaustive, had them off) against the
-    exhaustive lake at `lake_uri`."""
-    if workers < 1:
-        raise ReplayError(f"--workers must be at least 1, got {workers}")
+    exhaustive lake at `lake_uri`, both sides on `workers` devices with the fixed costs
+    `costs` (`WallCosts()` when None).
+
+    `repeat`: each config's combo grids `repeat` times over, every copy answered by the
+    same rows (and confirming its own bound points): what a grid `repeat` times the size,
+    of the same kind of points, would cost on the devices. The copies find the same
+    bounds; the seconds, walls and the floor grow."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ReplayError(f"--workers must be a whole number at least 1, got {workers!r}")
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+        raise ReplayError(f"--repeat must be a whole number at least 1, got {repeat!r}")
+    costs = costs or WallCosts()
     if not budgets:
         raise ReplayError("no budgets: give at least one, e.g. --budgets 0.01,0.02,0.05")
     if rule is None:
         rule = replace(spec.early_stop, enabled=True, prune=True)
     plan = expand(spec)
-    models = {p.config.model for p in plan.combos}
-    oracle = oracle or read_oracle(lake_uri, model=next(iter(models)) if len(models) == 1 else None)
+    oracle = oracle or oracle_for(spec, lake_uri)
     by_config: dict[tuple, list[ComboPlan]] = {}
     for p in plan.combos:
         by_config.setdefault(config_id(p.config), []).append(p)
@@ -432,9 +532,12 @@ def replay(spec: SweepSpec, lake_uri: str, *, metrics: Sequence[str] = ("ssim",)
             incomplete.append(f"{config_name(cid)}: {len(missing)} of "
                               f"{sum(len(list(p.points())) for p in plans)} points have no screen row")
             continue
+        plans = plans * repeat
         for metric in metrics:
-            pol = replay_config(plans, oracle, metric, sorted(budgets), rule, workers, state_cls, fresh_confirm)
-            exh = exhaustive_config(plans, oracle, metric, sorted(budgets), fresh_confirm, state_cls)
+            pol = replay_config(plans, oracle, metric, sorted(budgets), rule, workers, state_cls, fresh_confirm,
+                                costs.load_s)
+            exh = exhaustive_config(plans, oracle, metric, sorted(budgets), fresh_confirm, state_cls, workers,
+                                    costs.load_s)
             combo_agreement = {c: [agree(a, b) for a, b in zip(pol.combo_bounds[c], bs, strict=True)]
                                for c, bs in exh.combo_bounds.items()}
             results.append(ConfigResult(config_name(cid), metric, pol, exh,
@@ -443,7 +546,8 @@ def replay(spec: SweepSpec, lake_uri: str, *, metrics: Sequence[str] = ("ssim",)
     if not results:
         raise ReplayError(f"no config of {spec.name} is complete in {lake_uri} ({'; '.join(incomplete)}): "
                           "replay needs an exhaustive lake (early_stop: {enabled: false, prune: false})")
-    return Replay(results, incomplete, oracle.quality_share, oracle.confirm_ratio, workers, rule, fresh_confirm)
+    return Replay(results, incomplete, oracle.quality_share, oracle.confirm_ratio, workers, rule, fresh_confirm,
+                  costs, repeat)
 
 
 def _bound_text(b: Bound) -> str:
@@ -481,6 +585,62 @@ def markdown(r: Replay) -> str:
     return "\n".join(lines)
 
 
+def wall_markdown(runs: Sequence[Replay], one: Replay | None = None) -> str:
+    """Per worker count, metric and config: each side's device-seconds, wall and
+    utilisation, and the scaling (wall on 1 device over wall on N) against `one`, a
+    1-device replay (else the one in `runs`, if any); then the whole run's, with Tune's
+    start and stop."""
+    c = runs[0].costs
+    one = one or next((r for r in runs if r.workers == 1), None)
+    lines = [f"Wall-clock, simulated: a pipeline load of {c.load_s:g} s on each device's first trial of a config, "
+             f"Tune's start {c.start_s:g} s, stop {c.stop_s:g} s; configs one after another (`WallCosts`). "
+             "Utilisation = trial seconds / (devices x wall); scaling = wall on 1 device / wall on N."
+             + (f" Each grid {runs[0].repeat} times over (`--repeat`)." if runs[0].repeat > 1 else ""), "",
+             "| devices | metric | config | policy s | policy wall s | policy util. | policy scaling | "
+             "exhaustive s | exhaustive wall s | exh. util. | exh. scaling | loads (policy/exh.) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def scaling(wall_1: float | None, wall: float) -> str:
+        return f"{wall_1 / wall:.2f}x" if wall_1 is not None and wall > 0 else "-"
+
+    for r in runs:
+        for metric in dict.fromkeys(x.metric for x in r.results):
+            ref = {x.config: x for x in one.results if x.metric == metric} if one else {}
+            for res in (x for x in r.results if x.metric == metric):
+                p, e, base = res.policy, res.exhaustive, ref.get(res.config)
+                lines.append(f"| {r.workers} | {metric} | {res.config} | {p.seconds:.1f} | {p.wall:.1f} | "
+                             f"{p.utilisation:.2f} | {scaling(base and base.policy.wall, p.wall)} | "
+                             f"{e.seconds:.1f} | {e.wall:.1f} | {e.utilisation:.2f} | "
+                             f"{scaling(base and base.exhaustive.wall, e.wall)} | {p.loads}/{e.loads} |")
+            (ps, pw), (es, ew) = r.run(metric, "policy"), r.run(metric, "exhaustive")
+            pw1 = one.run(metric, "policy")[1] if one else None
+            ew1 = one.run(metric, "exhaustive")[1] if one else None
+            lines.append(f"| {r.workers} | {metric} | **run** (start + configs + stop) | {ps:.1f} | {pw:.1f} | "
+                         f"{utilisation(ps, r.workers, pw):.2f} | {scaling(pw1, pw)} | {es:.1f} | {ew:.1f} | "
+                         f"{utilisation(es, r.workers, ew):.2f} | {scaling(ew1, ew)} | |")
+    return "\n".join(lines)
+
+
+def _workers(text: str) -> list[int]:
+    try:
+        counts = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        counts = []
+    if not counts or any(n < 1 for n in counts):
+        raise ReplayError(f"--workers {text!r}: give whole numbers of at least 1 separated by commas, e.g. 1,2,4")
+    return list(dict.fromkeys(counts))
+
+
+def _seconds(flag: str, text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not (0 <= v < float("inf")):
+        raise ReplayError(f"{flag} {text!r}: give a finite number of seconds >= 0, e.g. {flag} 12")
+    return v
+
+
 def _budgets(text: str) -> list[float]:
     try:
         vals = [float(x) for x in text.split(",") if x.strip()]
@@ -499,7 +659,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--metric", action="append", choices=["ssim", "clip", "judge"],
                     help="quality metric the budgets are in (repeatable; default ssim)")
     ap.add_argument("--budgets", type=_budgets, default=list(DEFAULT_BUDGETS))
-    ap.add_argument("--workers", type=int, default=2, help="simulated devices (default 2)")
+    ap.add_argument("--workers", default="2",
+                    help="simulated devices, or several counts separated by commas (e.g. 1,2,4: one replay "
+                         "each, and the scaling against 1 device); default 2")
+    d = WallCosts()
+    ap.add_argument("--load-s", default=str(d.load_s),
+                    help=f"seconds a device's first trial of a config waits for its pipeline (default {d.load_s:g})")
+    ap.add_argument("--start-s", default=str(d.start_s),
+                    help=f"seconds of Tune's start before any trial (default {d.start_s:g})")
+    ap.add_argument("--stop-s", default=str(d.stop_s),
+                    help=f"seconds after the last trial (default {d.stop_s:g})")
     ap.add_argument("--margin", type=float, help="override early_stop.margin (relative, over the largest budget)")
     ap.add_argument("--min-prompts", type=int, help="override early_stop.min_prompts")
     ap.add_argument("--no-stop", action="store_true", help="replay without early stopping")
@@ -514,7 +683,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "another point (the policy before issue 15)")
     ap.add_argument("--before", action="store_true",
                     help="the policy before issue 15: --time-over-budget --fresh-confirm --confirm-once")
-    ap.add_argument("--json", help="also write the full result here")
+    ap.add_argument("--repeat", default="1",
+                    help="replay each grid this many times over, the copies answered by the same rows: the "
+                         "wall of a grid that many times the size, of the same kind of points (default 1)")
+    ap.add_argument("--json", help="also write the full result here (several --workers: {\"runs\": [...]}, "
+                                   "one per count)")
     args = ap.parse_args(argv)
     try:
         spec = load(args.spec)
@@ -529,15 +702,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             rule = replace(rule, margin=args.margin)
         if args.min_prompts is not None:
             rule = replace(rule, min_prompts=args.min_prompts)
-        r = replay(spec, args.lake, metrics=args.metric or ["ssim"], budgets=args.budgets, workers=args.workers,
-                   rule=rule, fresh_confirm=args.fresh_confirm or args.before,
-                   state_cls=ConfirmOnce if args.confirm_once or args.before else SweepState)
+        counts = _workers(args.workers)
+        costs = WallCosts(_seconds("--load-s", args.load_s), _seconds("--start-s", args.start_s),
+                          _seconds("--stop-s", args.stop_s))
+        try:
+            repeat = int(args.repeat)
+        except ValueError:
+            repeat = 0
+        if repeat < 1:
+            raise ReplayError(f"--repeat {args.repeat!r}: give a whole number of at least 1, e.g. --repeat 4")
+        oracle = oracle_for(spec, args.lake)
+        runs = {n: replay(spec, args.lake, metrics=args.metric or ["ssim"], budgets=args.budgets, workers=n,
+                          rule=rule, fresh_confirm=args.fresh_confirm or args.before,
+                          state_cls=ConfirmOnce if args.confirm_once or args.before else SweepState,
+                          oracle=oracle, costs=costs, repeat=repeat)
+                # The scaling needs a 1-device replay: run (not shown) when several counts lack it.
+                for n in ([1] if 1 not in counts and len(counts) > 1 else []) + counts}
     except (ReplayError, SpecError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(markdown(r))
+    shown = [runs[n] for n in counts]
+    for r in shown:
+        print(markdown(r) + "\n")
+    print(wall_markdown(shown, runs.get(1)))
     if args.json:
-        Path(args.json).write_text(json.dumps(r.to_dict(), indent=1, default=str))
+        out = shown[0].to_dict() if len(shown) == 1 else {"runs": [r.to_dict() for r in shown]}
+        Path(args.json).write_text(json.dumps(out, indent=1, default=str))
     return 0
 
 
