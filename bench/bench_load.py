@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 _CHILD = r"""
 import json, sys, time
@@ -30,7 +31,7 @@ import diffusers, transformers; mark("import diffusers, transformers")
 import sweep.worker, sweep.trial, sweep.methods; mark("import sweep")
 if torch.cuda.is_available():
     torch.zeros(1, device="cuda"); torch.cuda.synchronize(); mark("CUDA context")
-from sweep import measure, pipelines
+from sweep import measure, methods, pipelines
 from sweep.catalog import PipelineConfig
 from sweep.quality import JudgeScorer
 from sweep.trial import default_device, resolve_config
@@ -42,7 +43,6 @@ pipe = pipelines.load(cfg, device=device, dtype=dtype); mark("pipelines.load")
 measure.device_info(device); mark("device_info")
 if a["judge"]:
     JudgeScorer(a["judge"], device=device); mark("judge load")
-from sweep import methods
 kw = dict(num_inference_steps=cfg.steps, **pipelines.call_kwargs(cfg.model, cfg.preset))
 if cfg.resolution:
     kw.update(height=cfg.resolution, width=cfg.resolution)
@@ -83,12 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(run_once(args))
         print(f"run {i + 1}: " + ", ".join(f"{k} {v:.2f} s" for k, v in runs[-1].items()), flush=True)
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        tmp = args.out + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"argv": sys.argv, "date_utc": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-                       "runs": runs}, f, indent=1)
-        os.replace(tmp, args.out)
+        from bench_sweep import write_atomic  # this folder is on sys.path, as it is for every bench script
+
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(out, json.dumps({"argv": sys.argv, "runs": runs,
+                                      "date_utc": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}, indent=1))
     return 0
 
 

@@ -239,14 +239,15 @@ def run_record(summary, wall: float, lake: str, n: int, kind: str, metric: str,
                budgets: Sequence[float]) -> dict[str, Any]:
     """Everything one run measured: from its summary (Tune's view) and its lake (the rows)."""
     executed = [t for t in summary.trial_seconds if t.get("trial_seconds")]
+    pipeline_s = sum(t.get("pipeline_seconds") or 0.0 for t in executed)
     fit = summary.fit_wall_s
     from_rows = lake_record(lake, metric, budgets)
     return {
         "kind": kind, "slots": n, "lake": lake, "wall_s": wall, "fit_wall_s": fit, "counts": summary.counts,
         "trials_run": len(executed),
         "trials_per_hour": len(executed) / fit * 3600 if fit else None,
-        "utilisation": sum(t.get("pipeline_seconds") or 0.0 for t in executed) / (n * fit) if fit else None,
-        "work_per_s": sum(t.get("pipeline_seconds") or 0.0 for t in executed) / fit if fit else None,
+        "utilisation": pipeline_s / (n * fit) if fit else None,
+        "work_per_s": pipeline_s / fit if fit else None,
         "busy": sum(t.get("inference_seconds") or 0.0 for t in executed) / (n * fit) if fit else None,
         "loads": sum(1 for t in executed if t.get("loaded_pipeline")),
         "load_s": sum(t.get("load_seconds") or 0.0 for t in executed),

@@ -632,13 +632,11 @@ def _workers(text: str) -> list[int]:
 
 
 def _seconds(flag: str, text: str) -> float:
+    """A flag's number; its range is `WallCosts`' to check."""
     try:
-        v = float(text)
+        return float(text)
     except ValueError:
-        v = float("nan")
-    if not (0 <= v < float("inf")):
-        raise ReplayError(f"{flag} {text!r}: give a finite number of seconds >= 0, e.g. {flag} 12")
-    return v
+        raise ReplayError(f"{flag} {text!r}: give a finite number of seconds >= 0, e.g. {flag} 12") from None
 
 
 def _budgets(text: str) -> list[float]:
@@ -706,11 +704,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         costs = WallCosts(_seconds("--load-s", args.load_s), _seconds("--start-s", args.start_s),
                           _seconds("--stop-s", args.stop_s))
         try:
-            repeat = int(args.repeat)
+            repeat = int(args.repeat)  # its range is `replay`'s to check
         except ValueError:
-            repeat = 0
-        if repeat < 1:
-            raise ReplayError(f"--repeat {args.repeat!r}: give a whole number of at least 1, e.g. --repeat 4")
+            raise ReplayError(f"--repeat {args.repeat!r}: give a whole number of at least 1, e.g. --repeat 4") \
+                from None
         oracle = oracle_for(spec, args.lake)
         runs = {n: replay(spec, args.lake, metrics=args.metric or ["ssim"], budgets=args.budgets, workers=n,
                           rule=rule, fresh_confirm=args.fresh_confirm or args.before,
