@@ -34,12 +34,13 @@ The figures (``bench_sweep.md``, every one also in ``bench_sweep.json``):
   the trials' seconds after their pipeline was loaded (adds metrics, patching and
   bookkeeping), on the same scale. **pipeline loads**: how many trials had to load a
   pipeline, and their load seconds.
-* **trials/h** and **scaling**: trials run per hour in Tune, and that rate over the first
-  exhaustive run's. The runs screen the same points, but how many points each confirms
-  depends on its screens' noise (a confirmation that drops below another point's screen
+* **trials/h** and **scaling**: trials run per hour in Tune, and that rate over the
+  exhaustive run's with the fewest GPUs (``scaling_base``; ``--gpus 2,1`` runs 2 first).
+  The runs screen the same points, but how many points each confirms depends on its
+  screens' noise (a confirmation that drops below another point's screen
   confirms that one too), so their trials need not be the same. **work scaling** does not
-  depend on that: pipeline-seconds per second of Tune's wall-clock, over the first
-  exhaustive run's (GPUs x utilisation over the first run's utilisation).
+  depend on that: pipeline-seconds per second of Tune's wall-clock, over that same run's
+  (GPUs x utilisation over its utilisation).
 * **device-seconds** ("GPU-s"): the sum of the lake rows' ``gpu_seconds`` (a trial's wall
   time on its GPU), per config and in total. On a CPU rows carry no ``gpu_seconds``; the
   same wall time, ``finished_at - started_at``, is used (CPU slot seconds).
@@ -104,6 +105,22 @@ class BenchError(ValueError):
 
 
 # ------------------------------------------------------------------------- input
+
+
+def add_scaling(runs: Mapping[str, dict[str, Any]]) -> None:
+    """Set each exhaustive run's ``scaling`` and ``work_scaling`` over the exhaustive run
+    with the fewest GPUs so far (the first of those), whatever order ``--gpus`` ran them
+    in: ``--gpus 2,1`` runs the 2-GPU target first, so that a time limit cuts the 1-GPU
+    run, not it, and is still scaled over 1 GPU once that has run."""
+    ex = [r for r in runs.values() if r["kind"] == "exhaustive"]
+    if not ex:
+        return
+    base = min(ex, key=lambda r: r["slots"])
+    for r in ex:
+        rate, work = base["trials_per_hour"], base.get("work_per_s")
+        r["scaling"] = r["trials_per_hour"] / rate if rate and r["trials_per_hour"] else None
+        r["work_scaling"] = r["work_per_s"] / work if work and r.get("work_per_s") else None
+        r["scaling_base"] = base["slots"]
 
 
 def parse_counts(text: str, flag: str = "--gpus", allow_zero: bool = False, example: str = "1,2") -> list[int]:
@@ -508,14 +525,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except LakeWriteError as e:
             print(f"error: {name}: {e}", file=sys.stderr)
             return 1
-        rec = run_record(summary, time.monotonic() - t0, lake, n, kind, spec.metric, spec.budgets)
-        first = next((r for r in results["runs"].values() if r["kind"] == "exhaustive"), None)
-        if kind == "exhaustive":
-            base = (first or rec)["trials_per_hour"]
-            rec["scaling"] = rec["trials_per_hour"] / base if base and rec["trials_per_hour"] else None
-            work = (first or rec).get("work_per_s")
-            rec["work_scaling"] = rec["work_per_s"] / work if work and rec.get("work_per_s") else None
-        results["runs"][name] = rec
+        results["runs"][name] = run_record(summary, time.monotonic() - t0, lake, n, kind, spec.metric,
+                                           spec.budgets)
+        add_scaling(results["runs"])
         save()
 
     ex_runs = {name: n for name, kind, n in plan if kind == "exhaustive"}

@@ -164,6 +164,28 @@ def test_a_used_lake_is_refused_and_kept(tmp_path, capsys):
     assert not (tmp_path / "out" / "bench_sweep.json").exists()
 
 
+def test_scaling_is_over_the_fewest_gpus_whatever_the_order():
+    """`--gpus 2,1` runs the 2-GPU target first; its scaling is still over the 1-GPU run
+    once that has run (and over itself until then), and a policy run is never a base."""
+    add_scaling = load_bench().add_scaling
+
+    def run(kind, slots, per_h, util):
+        return {"kind": kind, "slots": slots, "trials_per_hour": per_h, "work_per_s": slots * util}
+
+    runs = {"exhaustive-2gpu": run("exhaustive", 2, 600.0, 0.86)}
+    add_scaling(runs)
+    assert runs["exhaustive-2gpu"]["scaling"] == pytest.approx(1.0)
+    assert runs["exhaustive-2gpu"]["scaling_base"] == 2
+    runs["exhaustive-1gpu"] = run("exhaustive", 1, 300.0, 0.94)
+    runs["policy-1gpu"] = run("policy", 1, 100.0, 0.5)
+    add_scaling(runs)
+    two, one = runs["exhaustive-2gpu"], runs["exhaustive-1gpu"]
+    assert one["scaling"] == pytest.approx(1.0) and one["work_scaling"] == pytest.approx(1.0)
+    assert two["scaling"] == pytest.approx(2.0) and two["scaling_base"] == 1
+    assert two["work_scaling"] == pytest.approx(2 * 0.86 / 0.94)
+    assert "scaling" not in runs["policy-1gpu"]
+
+
 def test_policy_side_of_an_exhaustive_map_switches_early_stop_on():
     """map-shapes.yaml has stopping and pruning off: run as written, the policy run would
     be the exhaustive grid again, so the bench switches both on and says so."""

@@ -32,11 +32,12 @@ SWEEPS = ROOT / "datasets" / "sweeps"
 # sweep_id -> the spec it ran (bench/results/*-2026-11-27.log; the rows' n_prompts agree).
 SHIPPED = {"815b6166d521": "sd-h100", "6390c029edc6": "map-sd15", "5ec20dce5141": "map-sdxl"}
 # Measured with keys that already covered the inputs (no migration): the shapes model's map,
-# SD 2.1's (bench/results/map-sd21-h200x2-2026-11-30.log), and the SD1.5 DPM++ 50 and SDXL
-# 50-step runs of 2026-11-30 (BENCHMARKS.md, "The example map at 50 steps"). The legacy
+# SD 2.1's (bench/results/map-sd21-h200x2-2026-11-30.log), and the 50-step runs of
+# 2026-11-30 (BENCHMARKS.md, "The example map": SD1.5 DPM++ and DDIM, SDXL). The legacy
 # copy leaves their rows out: rekey never saw them.
 CURRENT = {"66eb3df833ad": "map-shapes", "520e7a3250a7": "map-sd21", "20ff162b95d1": "map-sd15",
-           "d6d04ae9622b": "map-sd15", "b24488260878": "map-sdxl", "9fa2be5bf81f": "map-sdxl"}
+           "d6d04ae9622b": "map-sd15", "b24488260878": "map-sdxl", "9fa2be5bf81f": "map-sdxl",
+           "482becc49570": "map-sdxl", "c079ea1d45e7": "map-sd15"}
 
 
 def _rows(lake: Path) -> list[dict]:

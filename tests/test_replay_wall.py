@@ -1,6 +1,7 @@
 """The replay's wall-clock (bench/replay.py, `WallCosts`): a hand-built case whose
 schedule is worked out by hand, the bounds any schedule obeys on the shipped lakes, the
-2-GPU scaling run replayed against its own measurement, and the CLI's new flags."""
+measured scaling and utilisation runs replayed against their own walls, and the CLI's
+flags."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from sweep.spec import load
 ROOT = Path(__file__).resolve().parent.parent
 SWEEPS = ROOT / "datasets" / "sweeps"
 SCALE = ROOT / "bench" / "results" / "scale-shapes-h200x2-2026-11-30"
+UTIL = ROOT / "bench" / "results" / "util-shapes-h200x2-2026-11-30"
+SEARCH_LAKE = ROOT / "datasets" / "search-shapes" / "exhaustive-lake"
 
 
 # ------------------------------------------------------------- a hand-built schedule
@@ -188,6 +191,51 @@ def test_the_two_gpu_run_replays_in_its_measured_order_and_wall(scale_lakes):
         assert {(t.phase, t.tag) for t in same} == {(x["phase"], x["tag"]) for x in rows[i:i + len(same)]}, i
         i += len(same)
     assert i == len(rows) == 22
+    seconds, wall = r.run("ssim", "exhaustive")
+    assert seconds == pytest.approx(measured["device_seconds"])
+    assert wall == pytest.approx(measured["fit_wall_s"], rel=0.05)
+
+
+# ------------------------------------------------ the utilisation grid (util-shapes.yaml)
+
+
+def test_the_utilisation_grid_is_priced_on_the_search_lake_and_its_order_pays():
+    """util-shapes.yaml is a subset of the search grid, so the shipped search lake prices
+    it before any GPU time; listing its combos smallest first (ToMe's and T-GATE's long
+    confirmations beside DeepCache's screens) is what its comment says it buys."""
+    costs = WallCosts(load_s=12.0, start_s=2.0, stop_s=2.0)
+    data = yaml.safe_load((SWEEPS / "util-shapes.yaml").read_text())
+    as_written = S.validate(data, base_dir=str(ROOT))
+    reversed_ = S.validate({**data, "combos": list(reversed(data["combos"]))}, base_dir=str(ROOT))
+    runs = {}
+    for name, spec in (("written", as_written), ("reversed", reversed_)):
+        r = replay(spec, str(SEARCH_LAKE), metrics=("ssim",), workers=2, costs=costs)
+        assert not r.incomplete and len(r.results) == 1, r.incomplete  # every point has a row
+        runs[name] = r.run("ssim", "exhaustive")
+    (s1, w1), (s2, w2) = runs["written"], runs["reversed"]
+    assert s1 == pytest.approx(s2)  # the same trials, only in another order
+    u1, u2 = utilisation(s1, 2, w1), utilisation(s2, 2, w2)
+    assert u1 >= 0.85 and u1 > u2 + 0.03 and w1 < w2, (u1, u2)  # 0.90 against 0.85 when written
+
+
+@pytest.fixture(scope="module")
+def util_lakes(tmp_path_factory):
+    out = tmp_path_factory.mktemp("util")
+    with tarfile.open(UTIL / "lakes.tgz") as tar:
+        tar.extractall(out, filter="data")
+    return out / "lakes"
+
+
+@pytest.mark.parametrize("run,workers", [("exhaustive-1gpu", 1), ("exhaustive-2gpu", 2)])
+def test_the_utilisation_runs_replay_their_own_walls(util_lakes, run, workers):
+    """The 2026-11-30 11:08 run (H200 x2, bench_sweep.json beside the lakes): each run's
+    rows, replayed on its own device count, come within 5% of the wall Tune measured, and
+    both runs ran the same 33 trials (so their trials/h scaling compares like with like)."""
+    measured = json.loads((UTIL / "bench_sweep.json").read_text())["runs"][run]
+    assert measured["slots"] == workers and measured["trials_run"] == 33
+    r = replay(load(SWEEPS / "util-shapes.yaml"), str(util_lakes / run), metrics=("ssim",), workers=workers)
+    (res,) = r.results
+    assert len(res.exhaustive.trials) == 33
     seconds, wall = r.run("ssim", "exhaustive")
     assert seconds == pytest.approx(measured["device_seconds"])
     assert wall == pytest.approx(measured["fit_wall_s"], rel=0.05)
