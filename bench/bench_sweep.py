@@ -41,6 +41,9 @@ The figures (``bench_sweep.md``, every one also in ``bench_sweep.json``):
   confirms that one too), so their trials need not be the same. **work scaling** does not
   depend on that: pipeline-seconds per second of Tune's wall-clock, over that same run's
   (GPUs x utilisation over its utilisation).
+* **same trials' pipeline s**: the pipeline-seconds of the trials both runs ran, this
+  run's over the base run's (and how many). Above 1, the same trials ran slower here, and
+  utilisation and work scaling count the extra seconds as work; trials/h does not.
 * **device-seconds** ("GPU-s"): the sum of the lake rows' ``gpu_seconds`` (a trial's wall
   time on its GPU), per config and in total. On a CPU rows carry no ``gpu_seconds``; the
   same wall time, ``finished_at - started_at``, is used (CPU slot seconds).
@@ -121,6 +124,27 @@ def add_scaling(runs: Mapping[str, dict[str, Any]]) -> None:
         r["scaling"] = r["trials_per_hour"] / rate if rate and r["trials_per_hour"] else None
         r["work_scaling"] = r["work_per_s"] / work if work and r.get("work_per_s") else None
         r["scaling_base"] = base["slots"]
+        r["trial_time_ratio"], r["common_trials"] = trial_time_ratio(r, base)
+
+
+def trial_time_ratio(run: Mapping[str, Any], base: Mapping[str, Any]) -> tuple[float | None, int]:
+    """Pipeline-seconds of the trials both runs ran (same key and phase), this run's over
+    `base`'s, and how many there were. 1 means the same trials ran as fast; above 1, this
+    run's ran slower, and utilisation and work scaling count those extra seconds as work.
+    On 2026-11-30 the run that came first on a freshly started host was the slow one
+    (1.24 with `--gpus 2,1`, 0.87 with `--gpus 1,2`), so read scaling beside it."""
+    def by_key(r):
+        return {(t.get("key"), t.get("phase")): t["pipeline_seconds"] for t in r.get("trials") or ()
+                if t.get("pipeline_seconds") and t.get("trial_seconds")}
+    mine, theirs = by_key(run), by_key(base)
+    common = set(mine) & set(theirs)
+    below = sum(theirs[k] for k in common)
+    return (sum(mine[k] for k in common) / below if below else None), len(common)
+
+
+def _same_trials(run: Mapping[str, Any]) -> str:
+    ratio = run.get("trial_time_ratio")
+    return "" if ratio is None else f"{ratio:.2f}x ({run['common_trials']})"
 
 
 def parse_counts(text: str, flag: str = "--gpus", allow_zero: bool = False, example: str = "1,2") -> list[int]:
@@ -352,9 +376,9 @@ def markdown(results: Mapping[str, Any]) -> str:
     runs = results["runs"]
     if runs:
         lines += [f"| run | {unit}s | trials run | screen ok | stopped | pruned | confirm | failed | "
-                  f"wall in Tune (s) | trials/h | scaling | work scaling | utilisation | busy | pipeline loads (s) | "
-                  f"{su} (rows) |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  f"wall in Tune (s) | trials/h | scaling | work scaling | same trials' pipeline s | utilisation | busy | "
+                  f"pipeline loads (s) | {su} (rows) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in runs.items():
         c = r["row_counts"]
         confirm = sum(v for k, v in c.items() if k.startswith("confirm_"))
@@ -364,7 +388,7 @@ def markdown(results: Mapping[str, Any]) -> str:
             f"| {name} | {r['slots']} | {r['trials_run']} | {c.get('screen_ok', 0)} | {c.get('screen_stopped', 0)} | "
             f"{c.get('screen_pruned', 0)} | {confirm} | {failed} | {r['fit_wall_s']:.1f} | "
             f"{_num(r['trials_per_hour'], '.0f')} | {'' if scaling is None else f'{scaling:.2f}x'} | "
-            f"{'' if work is None else f'{work:.2f}x'} | "
+            f"{'' if work is None else f'{work:.2f}x'} | {_same_trials(r)} | "
             f"{_num(r['utilisation'], '.2f')} | {_num(r['busy'], '.2f')} | {r['loads']} ({r['load_s']:.0f}) | "
             f"{r['device_seconds']:.1f} |")
     sbs = results.get("side_by_side")

@@ -127,6 +127,8 @@ def test_markdown_holds_the_tables(bench):
     header = next(ln for ln in md.splitlines() if ln.startswith("| run |")).split(" | ")
     ex_row = next(ln for ln in md.splitlines() if ln.startswith("| exhaustive-1cpu |")).split(" | ")
     assert len(header) == len(ex_row) and ex_row[header.index("work scaling")] == "1.00x"
+    # A run is its own base: every trial in common, at the same speed.
+    assert ex_row[header.index("same trials' pipeline s")] == f"1.00x ({res['runs']['exhaustive-1cpu']['trials_run']})"
     rows = [ln for ln in md.splitlines() if ln.startswith("| shapes ddim 10 steps 128px b1 | deepcache |")
             or ln.startswith("| shapes ddim 10 steps 128px b1 | tome |")]
     assert len(rows) == 4 and all(ln.endswith("| yes |") for ln in rows), md
@@ -169,20 +171,30 @@ def test_scaling_is_over_the_fewest_gpus_whatever_the_order():
     once that has run (and over itself until then), and a policy run is never a base."""
     add_scaling = load_bench().add_scaling
 
-    def run(kind, slots, per_h, util):
-        return {"kind": kind, "slots": slots, "trials_per_hour": per_h, "work_per_s": slots * util}
+    def run(kind, slots, per_h, util, trials):
+        return {"kind": kind, "slots": slots, "trials_per_hour": per_h, "work_per_s": slots * util,
+                "trials": [{"key": k, "phase": ph, "pipeline_seconds": sec, "trial_seconds": sec + 1.0}
+                           for k, ph, sec in trials]}
 
-    runs = {"exhaustive-2gpu": run("exhaustive", 2, 600.0, 0.86)}
+    # The 2-GPU run's screens ran 1.25x slower; only it ran the confirmation of "b"; a
+    # trial that never started (no trial_seconds) counts for neither side.
+    runs = {"exhaustive-2gpu": run("exhaustive", 2, 600.0, 0.86,
+                                   [("a", "screen", 5.0), ("b", "screen", 10.0), ("b", "confirm", 40.0)])}
     add_scaling(runs)
     assert runs["exhaustive-2gpu"]["scaling"] == pytest.approx(1.0)
     assert runs["exhaustive-2gpu"]["scaling_base"] == 2
-    runs["exhaustive-1gpu"] = run("exhaustive", 1, 300.0, 0.94)
-    runs["policy-1gpu"] = run("policy", 1, 100.0, 0.5)
+    assert runs["exhaustive-2gpu"]["trial_time_ratio"] == pytest.approx(1.0)
+    runs["exhaustive-1gpu"] = run("exhaustive", 1, 300.0, 0.94,
+                                  [("a", "screen", 4.0), ("b", "screen", 8.0), ("c", "screen", 6.0)])
+    runs["exhaustive-1gpu"]["trials"].append({"key": "b", "phase": "confirm", "pipeline_seconds": None})
+    runs["policy-1gpu"] = run("policy", 1, 100.0, 0.5, [("a", "screen", 1.0)])
     add_scaling(runs)
     two, one = runs["exhaustive-2gpu"], runs["exhaustive-1gpu"]
     assert one["scaling"] == pytest.approx(1.0) and one["work_scaling"] == pytest.approx(1.0)
     assert two["scaling"] == pytest.approx(2.0) and two["scaling_base"] == 1
     assert two["work_scaling"] == pytest.approx(2 * 0.86 / 0.94)
+    assert (two["trial_time_ratio"], two["common_trials"]) == (pytest.approx(15.0 / 12.0), 2)
+    assert (one["trial_time_ratio"], one["common_trials"]) == (pytest.approx(1.0), 3)
     assert "scaling" not in runs["policy-1gpu"]
 
 
