@@ -81,6 +81,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.replay import CONFIG_COLS, Bound, agree, config_name  # noqa: E402
+from sweep.atomic import write_atomic  # noqa: E402
 from sweep.bounds import believed, best_point  # noqa: E402
 
 GRIDS = {
@@ -415,13 +416,6 @@ def markdown(results: Mapping[str, Any]) -> str:
                     lines.append(f"| {c['config']} | {combo} | {e.budget:g} | {_bound_text(e)} | {_bound_text(p)} | "
                                  f"{'yes' if v['agree'][i] else '**no**'} |")
     return "\n".join(lines) + "\n"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _jsonable(obj: Any) -> Any:

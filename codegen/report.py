@@ -35,6 +35,7 @@ from codegen.lake import (
     check_metric,
     open_lake,
 )
+from sweep.atomic import write_atomic
 from sweep.catalog import COMBOS, FAMILIES, METHOD_DISPLAY, SCHEDULERS
 from sweep.exits import fail
 from sweep.lake_schema import FAILED, OK, STATUSES
@@ -592,11 +593,7 @@ def build_report(lake: str | LakeDB, out: str | Path, budgets: list[float] | flo
         failures=failure_table(trials, labels),
         versions=versions_table(trials, baselines),
     )
-    page = out / "index.html"
-    tmp = out / ".index.html.tmp"
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(page)
-    return page
+    return write_atomic(out / "index.html", html)
 
 
 def report_cmd(

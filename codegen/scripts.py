@@ -37,6 +37,7 @@ import jinja2
 from codegen import texts
 from codegen.parallel import ordered_map, worker_count
 from codegen.tasks import FEASIBLE, OPEN, BadLine, Task, encode_jsonl, json_text
+from sweep.atomic import write_atomic
 from sweep.catalog import (
     FAMILIES,
     METHOD_ORDER,
@@ -491,9 +492,9 @@ def write_batch(tasks: Iterable[Task | BadLine], out: str | os.PathLike, *,
             results.close()
         shutil.rmtree(staging, ignore_errors=True)
     if tasks_data is not None:
-        _write_bytes(out / "tasks.jsonl", tasks_data)
-    _write_bytes(out / "manifest.json", manifest)
-    _write_bytes(out / "search_params.json", search_text.encode("utf-8"))
+        write_atomic(out / "tasks.jsonl", tasks_data)
+    write_atomic(out / "manifest.json", manifest)
+    write_atomic(out / "search_params.json", search_text)
     return BatchResult(batch.entries, counts, out)
 
 
@@ -666,17 +667,6 @@ def _swap_folder(new: Path, final: Path) -> None:
     os.replace(new, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    """Atomic; a failed write leaves no temporary file behind."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 __all__ = ["MALFORMED", "RANDOM_WEIGHT_PRESETS", "RENDERED", "BatchResult", "Script", "comment_text", "environment",

@@ -55,6 +55,7 @@ from typing import Any
 from codegen import texts
 from codegen.parallel import ordered_map, worker_count
 from codegen.policy import DEFAULT_CONFIDENCE, DEFAULT_POLICY, Point, check_confidence, check_policy, choose
+from sweep.atomic import write_atomic
 from sweep.bounds import finite, measured
 from sweep.catalog import (
     PARAM_OWNER,
@@ -975,15 +976,7 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[Mapping[str, Any]]) -
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_dir():
         raise ConfigError(f"{path} is a folder: remove it or pass another --out")
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return write_atomic(path, data)
 
 
 def json_text(value: Any, **kwargs) -> str:

@@ -58,6 +58,7 @@ from codegen.tasks import (
     reanswer,
     write_tasks,
 )
+from sweep.atomic import write_atomic
 from sweep.bounds import measured
 from sweep.catalog import PARAMS, Acceleration, ConfigError
 from sweep.exits import fail, interrupted
@@ -371,15 +372,7 @@ def _load_state(path: Path, name: str, budget: float, metric: str) -> dict[str, 
 
 
 def _save_state(path: Path, data: Mapping[str, Any]) -> None:
-    import os
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(json_text(data, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_atomic(path, json_text(data, indent=2) + "\n")
 
 
 def build_cmd(

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sweep.atomic import write_atomic
 from sweep.spool import state_dir
 
 LOOPBACK = "127.0.0.1"
@@ -155,10 +156,8 @@ class EmbeddedRun:
             if self._stop.is_set():
                 return  # closed: the record is gone for good
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.tmp")
-            tmp.write_text(json.dumps({"driver": self.driver, "procs": list(self.procs.values()),
-                                       "folders": self.folders}))
-            os.replace(tmp, self.path)
+            write_atomic(self.path, json.dumps({"driver": self.driver, "procs": list(self.procs.values()),
+                                                "folders": self.folders}))
 
     def close(self) -> None:
         """A clean end, after Ray was shut down: remove the folders and the record."""

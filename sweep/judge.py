@@ -31,6 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sweep import shapes
+from sweep.atomic import write_atomic
 
 CONFIG_NAME = "judge.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -222,9 +223,7 @@ def save_judge(net: JudgeNet, cfg: JudgeConfig, path: str | os.PathLike) -> Path
     tmp = path / f".{WEIGHTS_NAME}.tmp"
     save_file(state, str(tmp), metadata={"format": FORMAT})
     os.replace(tmp, path / WEIGHTS_NAME)
-    tmp = path / f".{CONFIG_NAME}.tmp"
-    tmp.write_text(json.dumps(cfg.to_json(), indent=2) + "\n")
-    os.replace(tmp, path / CONFIG_NAME)
+    write_atomic(path / CONFIG_NAME, json.dumps(cfg.to_json(), indent=2) + "\n")
     return path
 
 

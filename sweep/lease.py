@@ -31,6 +31,8 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from sweep.atomic import write_atomic
+
 LEASE_FILE = "_lease.json"
 
 
@@ -76,10 +78,7 @@ class Lease:
 
     def _write(self) -> None:
         if isinstance(self.fs, pafs.LocalFileSystem):  # atomic, so a reader never sees half
-            tmp = f"{self.path}.{self.token}.tmp"
-            with open(tmp, "wb") as out:
-                out.write(self._body())
-            os.replace(tmp, self.path)
+            write_atomic(self.path, self._body())
             return
         with self.fs.open_output_stream(self.path) as out:  # one PUT: atomic on object stores
             out.write(self._body())

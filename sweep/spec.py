@@ -69,6 +69,7 @@ from typing import Any
 
 import yaml
 
+from sweep.atomic import write_atomic
 from sweep.catalog import (
     COMBOS,
     MAX_BATCH,
@@ -844,9 +845,7 @@ def dump(spec: SweepSpec | Mapping[str, Any], path: str | os.PathLike | None = N
     if path is not None:
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, p)
+        write_atomic(p, text)
     return text
 
 
