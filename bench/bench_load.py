@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(run_once(args))
         print(f"run {i + 1}: " + ", ".join(f"{k} {v:.2f} s" for k, v in runs[-1].items()), flush=True)
     if args.out:
-        from bench_sweep import write_atomic  # this folder is on sys.path, as it is for every bench script
+        from sweep.atomic import write_atomic
 
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

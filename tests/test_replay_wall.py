@@ -164,12 +164,17 @@ def test_walls_on_the_shipped_lakes_obey_every_schedule_bound(spec_name, lake):
 # -------------------------------------------- the measured 2-GPU run, replayed on itself
 
 
-@pytest.fixture(scope="module")
-def scale_lakes(tmp_path_factory):
-    out = tmp_path_factory.mktemp("scale")
-    with tarfile.open(SCALE / "complete-lakes.tgz") as tar:
+def _lakes(tmp_path_factory, tgz: Path) -> Path:
+    """A measured run's lakes, shipped as a tarball beside its bench JSON, unpacked."""
+    out = tmp_path_factory.mktemp(tgz.parent.name)
+    with tarfile.open(tgz) as tar:
         tar.extractall(out, filter="data")
     return out / "lakes"
+
+
+@pytest.fixture(scope="module")
+def scale_lakes(tmp_path_factory):
+    return _lakes(tmp_path_factory, SCALE / "complete-lakes.tgz")
 
 
 def test_the_two_gpu_run_replays_in_its_measured_order_and_wall(scale_lakes):
@@ -220,10 +225,7 @@ def test_the_utilisation_grid_is_priced_on_the_search_lake_and_its_order_pays():
 
 @pytest.fixture(scope="module")
 def util_lakes(tmp_path_factory):
-    out = tmp_path_factory.mktemp("util")
-    with tarfile.open(UTIL / "lakes.tgz") as tar:
-        tar.extractall(out, filter="data")
-    return out / "lakes"
+    return _lakes(tmp_path_factory, UTIL / "lakes.tgz")
 
 
 @pytest.mark.parametrize("run,workers", [("exhaustive-1gpu", 1), ("exhaustive-2gpu", 2)])
